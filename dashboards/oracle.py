@@ -1,0 +1,122 @@
+"""Oracle page: the live oracle price per asset, its confidence band, status and sources.
+
+Served by ``hedgeflow run`` at http://127.0.0.1:5006/oracle, or on its own with
+``panel serve dashboards/oracle.py`` (which then starts the shared pipeline in the Panel process).
+The page only reads: it polls an ``OracleView`` every ``refresh_ms`` from its own session callback,
+so nothing outside the session touches its Bokeh models.
+"""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime, timezone
+
+import holoviews as hv
+import pandas as pd
+import panel as pn
+
+from dataflows.views import OracleView
+
+hv.extension("bokeh", logo=False)
+
+_STATUS_COLOURS = {"ok": "#1b7f3b", "degraded": "#b26a00", "halted": "#b00020"}
+
+
+def _fmt_price(x: float) -> str:
+    return "—" if x != x else f"{x:,.2f}"  # NaN: no price
+
+
+def _card_html(p) -> str:
+    when = datetime.fromtimestamp(p.ts, tz=timezone.utc).strftime("%H:%M:%S UTC")
+    colour = _STATUS_COLOURS.get(p.status, "#444")
+    reason = f" — {html.escape(p.reason)}" if p.reason else ""
+    sources = ", ".join(html.escape(s) for s in p.sources) or "none"
+    return (
+        f'<div class="oracle-card" data-asset="{html.escape(p.asset)}">'
+        f'<div style="font-size:1.1em;color:#555">{html.escape(p.asset)} / USD</div>'
+        f'<div class="oracle-price" data-asset="{html.escape(p.asset)}" '
+        f'style="font-size:2.2em;font-weight:600">${_fmt_price(p.price_usd)}</div>'
+        f'<div>± {_fmt_price(p.confidence_usd)} USD · {p.n_sources} source(s) · '
+        f'<span class="oracle-status" style="color:{colour};font-weight:600">{p.status}</span>'
+        f"{reason}</div>"
+        f'<div style="color:#777;font-size:0.85em">sources: {sources} · {when}</div>'
+        "</div>"
+    )
+
+
+class _AssetPanel:
+    """One asset's card and streaming chart, owned by one session."""
+
+    def __init__(self, asset: str) -> None:
+        self.asset = asset
+        self.last_ts = float("-inf")
+        empty = pd.DataFrame({"time": pd.to_datetime([], utc=True), "price": [], "lo": [], "hi": []})
+        self.buffer = hv.streams.Buffer(empty, length=3600, index=False)
+        self.card = pn.pane.HTML("", sizing_mode="stretch_width")
+
+        def chart(data):
+            band = hv.Area(data, "time", ["lo", "hi"]).opts(alpha=0.25, color="#4c78a8")
+            line = hv.Curve(data, "time", "price").opts(color="#4c78a8", line_width=2)
+            return (band * line).opts(
+                height=260, responsive=True, xlabel="time (UTC)", ylabel=f"{asset} (USD)",
+                title=f"{asset} oracle price ± confidence", framewise=True,
+            )
+
+        self.chart = pn.pane.HoloViews(
+            hv.DynamicMap(chart, streams=[self.buffer]), sizing_mode="stretch_width"
+        )
+        self.layout = pn.Column(self.card, self.chart, sizing_mode="stretch_width")
+
+    def update(self, view: OracleView) -> None:
+        new = view.history(self.asset, since_ts=self.last_ts)
+        if not new:
+            return
+        self.last_ts = new[-1].ts
+        self.card.object = _card_html(new[-1])
+        priced = [p for p in new if p.price_usd == p.price_usd]
+        if priced:
+            self.buffer.send(
+                pd.DataFrame(
+                    {
+                        "time": pd.to_datetime([p.ts for p in priced], unit="s", utc=True),
+                        "price": [p.price_usd for p in priced],
+                        "lo": [p.price_usd - p.confidence_usd for p in priced],
+                        "hi": [p.price_usd + p.confidence_usd for p in priced],
+                    }
+                )
+            )
+
+
+def oracle_page(view: OracleView, refresh_ms: int = 500) -> pn.viewable.Viewable:
+    """A new page (one per browser session) polling ``view``."""
+    panels: dict[str, _AssetPanel] = {}
+    waiting = pn.pane.Markdown("Waiting for the first oracle price…", css_classes=["oracle-waiting"])
+    cards = pn.Column(waiting, sizing_mode="stretch_width")
+
+    def refresh() -> None:
+        for asset in view.assets:
+            if asset not in panels:
+                panels[asset] = _AssetPanel(asset)
+                if waiting in cards.objects:
+                    cards.remove(waiting)
+                cards.append(panels[asset].layout)
+            panels[asset].update(view)
+
+    refresh()
+    # Period as an int of milliseconds: Panel reads "100ms" as 100 minutes (DESIGN, pitfalls).
+    pn.state.add_periodic_callback(refresh, period=int(refresh_ms))
+    return pn.Column(
+        pn.pane.Markdown("# hedgeflow · oracle\nMedian of every fresh source's mid, per asset."),
+        cards,
+        sizing_mode="stretch_width",
+    )
+
+
+if pn.state.served:
+    # `panel serve dashboards/oracle.py`: share one pipeline across the sessions of this process.
+    from dataflows.runtime import shared_pipeline
+
+    _pipeline = shared_pipeline()
+    oracle_page(_pipeline.oracle_view, _pipeline.config.dashboard.refresh_ms).servable(
+        title="hedgeflow · oracle"
+    )

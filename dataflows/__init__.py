@@ -1,0 +1,1 @@
+"""The streamz graph, its sources, adapters, simulator, replay, terminals and the clock."""

@@ -1,0 +1,227 @@
+"""The ``hedgeflow`` command.
+
+    hedgeflow run [--duration S] [--db PATH] [--port N]   the main job: simulator, graph, dashboards
+    hedgeflow simulate [--port N] [--duration S]           the exchange simulator alone
+    hedgeflow replay CAPTURE... --db PATH                  recorded traffic through the graph
+    hedgeflow config                                       the effective configuration
+
+Configuration comes from ``--config FILE`` (or ``$HEDGEFLOW_CONFIG``, or ``./hedgeflow.toml`` when
+present), then ``HEDGEFLOW_<SECTION>__<KEY>`` variables, then the flags. A user's mistake (a bad
+flag value, a missing file, an invalid key) prints ``error: ...`` with what to do and exits 2,
+without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from dataflows.config import Config, HedgeflowError, load_config
+from dataflows.logs import configure_logging
+
+DEFAULT_CONFIG_FILE = "hedgeflow.toml"
+
+
+def _config(args: argparse.Namespace, overrides: dict) -> Config:
+    path = args.config or os.environ.get("HEDGEFLOW_CONFIG")
+    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        path = DEFAULT_CONFIG_FILE
+    if args.log_format:
+        overrides["logging.format"] = args.log_format
+    if args.log_level:
+        overrides["logging.level"] = args.log_level
+    cfg = load_config(path, overrides={k: v for k, v in overrides.items() if v is not None})
+    configure_logging(cfg.logging.format, cfg.logging.level)
+    return cfg
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _config(
+        args,
+        {
+            "storage.db_path": args.db or os.environ.get("HEDGEFLOW_DB"),
+            "dashboard.port": args.port,
+            "dashboard.host": args.host,
+            "dashboard.enabled": False if args.no_dashboard else None,
+        },
+    )
+    counts = asyncio.run(_run(cfg, args.duration))
+    print(json.dumps(counts, sort_keys=True))
+    return 0
+
+
+async def _run(cfg: Config, duration_s: float | None) -> dict:
+    from dataflows.runtime import Pipeline, set_shared_pipeline
+
+    pipeline = Pipeline(cfg)
+    set_shared_pipeline(pipeline)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server = None
+    try:
+        await pipeline.start()
+        if cfg.dashboard.enabled:
+            from dashboards.app import serve_dashboards
+
+            try:
+                server = serve_dashboards(pipeline, cfg.dashboard.host, cfg.dashboard.port)
+            except OSError as exc:
+                raise HedgeflowError(
+                    f"cannot serve the dashboards on {cfg.dashboard.host}:{cfg.dashboard.port}: "
+                    f"{exc.strerror or exc}. Choose another port with --port N"
+                ) from None
+            print(
+                f"hedgeflow: dashboards on http://{cfg.dashboard.host}:{cfg.dashboard.port}/oracle",
+                file=sys.stderr, flush=True,
+            )
+        try:
+            await asyncio.wait_for(stop.wait(), duration_s)
+        except asyncio.TimeoutError:
+            pass
+    finally:
+        if server is not None:
+            server.stop()
+        counts = await pipeline.stop()
+        set_shared_pipeline(None)
+    return {**counts, "db": cfg.storage.db_path}
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    cfg = _config(
+        args,
+        {
+            "simulator.port": args.port,
+            "simulator.seed": args.seed,
+            "simulator.malformed_rate": args.malformed_rate,
+        },
+    )
+    from dataflows.simulator import BinanceSimulator, run_simulator
+
+    sim_cfg = cfg.simulator
+    sim = BinanceSimulator(
+        symbols=tuple(sim_cfg.symbols), seed=sim_cfg.seed, quote_rate_hz=sim_cfg.quote_rate_hz,
+        trade_rate_hz=sim_cfg.trade_rate_hz, malformed_rate=sim_cfg.malformed_rate,
+        host=sim_cfg.host, port=sim_cfg.port,
+    )
+
+    async def main() -> None:
+        task = asyncio.create_task(run_simulator(sim, args.duration))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        started = asyncio.create_task(sim.started.wait())
+        await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            started.cancel()
+            await task  # raises what stopped the simulator, e.g. the port being taken
+        print(f"hedgeflow: simulator on {sim.url}", file=sys.stderr, flush=True)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        raise HedgeflowError(
+            f"cannot listen on {sim_cfg.host}:{sim_cfg.port}: {exc.strerror or exc}. "
+            "Choose another port with --port N"
+        ) from None
+    print(json.dumps(sim.sent_counts(), sort_keys=True))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    cfg = _config(args, {})
+    from dataflows.replay import replay_to_db
+    from models.oracle import MedianOracleConfig
+
+    counts = replay_to_db(
+        args.captures, args.db,
+        oracle_config=MedianOracleConfig(
+            min_sources=cfg.oracle.min_sources, stale_after_s=cfg.oracle.stale_after_s,
+            interval_s=cfg.oracle.interval_s,
+        ),
+        flush_rows=cfg.storage.flush_rows, flush_interval_s=cfg.storage.flush_interval_s,
+    )
+    print(json.dumps(counts, sort_keys=True))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    print(json.dumps(_config(args, {}).to_dict(), indent=2, sort_keys=True))
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    common.add_argument("--log-format", choices=("text", "json"), help="log line format")
+    common.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR")
+
+    parser = argparse.ArgumentParser(
+        prog="hedgeflow", description="Reactive dataflow for crypto-derivatives hedging."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", parents=[common], help="run the main job")
+    run.add_argument("--duration", type=_positive, metavar="SECONDS", help="stop after SECONDS")
+    run.add_argument("--db", metavar="PATH", help="DuckDB file (default data/hedgeflow.duckdb)")
+    run.add_argument("--port", type=int, help="dashboard port (default 5006)")
+    run.add_argument("--host", help="dashboard address (default 127.0.0.1)")
+    run.add_argument("--no-dashboard", action="store_true", help="run without the Panel server")
+    run.set_defaults(func=cmd_run)
+
+    sim = sub.add_parser("simulate", parents=[common], help="run the exchange simulator")
+    sim.add_argument("--port", type=int, help="listen port (default 8765; 0 picks a free one)")
+    sim.add_argument("--seed", type=int, help="market model seed")
+    sim.add_argument("--malformed-rate", type=float, help="fraction of deliberately bad messages")
+    sim.add_argument("--duration", type=_positive, metavar="SECONDS", help="stop after SECONDS")
+    sim.set_defaults(func=cmd_simulate)
+
+    replay = sub.add_parser("replay", parents=[common], help="replay captures through the graph")
+    replay.add_argument("captures", nargs="+", metavar="CAPTURE", help="capture files")
+    replay.add_argument("--db", required=True, metavar="PATH", help="DuckDB file to write")
+    replay.set_defaults(func=cmd_replay)
+
+    config = sub.add_parser("config", parents=[common], help="print the effective configuration")
+    config.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HedgeflowError as exc:
+        print(f"hedgeflow: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

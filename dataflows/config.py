@@ -1,0 +1,560 @@
+"""hedgeflow configuration: a TOML file, environment-variable overrides, validated on load.
+
+Sources, lowest to highest precedence::
+
+    defaults  <  TOML file  <  environment (HEDGEFLOW_<SECTION>__<KEY>)  <  overrides (CLI)
+
+The file has one table per section::
+
+    [storage]
+    db_path = "data/hedgeflow.duckdb"
+
+    [dashboard]
+    port = 5007
+
+An environment variable names a section and a key in upper case, separated by a double
+underscore: ``HEDGEFLOW_STORAGE__DB_PATH=x.duckdb``, ``HEDGEFLOW_DASHBOARD__PORT=5007``. Its text
+is parsed to the field's type: booleans accept true/false/1/0/yes/no (any case), lists accept a
+comma-separated string. Any other ``HEDGEFLOW_*`` variable is an error (a misspelt override that
+silently does nothing is worse than a refusal to start), except ``HEDGEFLOW_DB`` and
+``HEDGEFLOW_CONFIG``, which the command line reads itself.
+
+Overrides are dotted keys, ``{"storage.db_path": "x.duckdb"}``; a string value for a non-string
+field is parsed like an environment variable, so the CLI can pass its arguments through as text.
+
+Every section is a frozen dataclass that validates itself in ``__post_init__``, so a config
+derived with ``dataclasses.replace(cfg.storage, flush_rows=0)`` is checked exactly like a loaded
+one. Every error is a :class:`ConfigError` naming the key (``storage.db_pth``), what was expected
+and what was got, and where the value came from (``in hedgeflow.toml``, ``from environment
+variable HEDGEFLOW_X``).
+
+Units follow the field names: ``_s`` seconds, ``_ms`` milliseconds, ``_hz`` events per second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import math
+import os
+import tomllib
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DashboardConfig",
+    "FeedsConfig",
+    "HedgeflowError",
+    "LoggingConfig",
+    "OracleConfig",
+    "SimulatorConfig",
+    "StorageConfig",
+    "ENV_PREFIX",
+    "load_config",
+]
+
+#: Prefix of every environment variable hedgeflow reads.
+ENV_PREFIX = "HEDGEFLOW_"
+
+# Read by the command line directly (database path, config file path), not settings of a section.
+_ENV_IGNORED = frozenset({"HEDGEFLOW_DB", "HEDGEFLOW_CONFIG"})
+
+_TRUE_WORDS = frozenset({"true", "1", "yes"})
+_FALSE_WORDS = frozenset({"false", "0", "no"})
+
+LOG_FORMATS = ("text", "json")
+
+
+class HedgeflowError(Exception):
+    """Base of the errors a user can fix (bad configuration, missing file, ...).
+
+    The command line prints these as one message without a traceback; any other exception is a
+    bug and keeps its traceback.
+    """
+
+
+class ConfigError(HedgeflowError, ValueError):
+    """The configuration is invalid. The message names the key and says how to fix it.
+
+    ``keys`` holds the dotted keys (``"storage.db_path"``) the error is about, when known; the
+    loader uses it to add where each value came from.
+    """
+
+    def __init__(self, message: str, *, keys: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.keys: tuple[str, ...] = tuple(keys)
+
+
+# --------------------------------------------------------------------------------------------
+# Field types: checking typed values and parsing text
+# --------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is list:
+        return "a list of strings"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}[tp]
+
+
+def _got(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _coerce(key: str, tp: Any, value: Any) -> Any:
+    """Check a typed value (from TOML, an override or ``replace``) against a field type.
+
+    Returns the value to store: ints become floats for float fields, list-likes become a fresh
+    list (so a caller mutating its own list cannot change a frozen config).
+    """
+    expected = _type_name(tp)
+    bad = ConfigError(f"invalid {key}: expected {expected}, got {_got(value)}", keys=(key,))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        # bool is a subclass of int, but `port = true` is a mistake, not port 1.
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"invalid {key}: expected a finite number, got {value!r}", keys=(key,))
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if typing.get_origin(tp) is list:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise bad
+        return list(value)
+    raise TypeError(f"unsupported config field type {tp!r} for {key}")  # a bug in this module
+
+
+def _parse_text(key: str, tp: Any, text: str) -> Any:
+    """Parse the text of an environment variable (or a string override) to a field type."""
+    stripped = text.strip()
+    if tp is bool:
+        word = stripped.lower()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+        raise ConfigError(
+            f"invalid {key}: expected a boolean (true/false, 1/0, yes/no), got {text!r}", keys=(key,)
+        )
+    if tp is int:
+        try:
+            return int(stripped)
+        except ValueError:
+            raise ConfigError(f"invalid {key}: expected an integer, got {text!r}", keys=(key,)) from None
+    if tp is float:
+        try:
+            return float(stripped)
+        except ValueError:
+            raise ConfigError(f"invalid {key}: expected a number, got {text!r}", keys=(key,)) from None
+    if tp is str:
+        return text  # verbatim: leading spaces could be meaningful in a path
+    if typing.get_origin(tp) is list:
+        # "BTCUSDT, ETHUSDT," -> ["BTCUSDT", "ETHUSDT"]: spaces and empty items are typos.
+        return [item.strip() for item in text.split(",") if item.strip()]
+    raise TypeError(f"unsupported config field type {tp!r} for {key}")
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
+class _Section:
+    """Mixin for section dataclasses: type checks every field, then runs ``_validate``."""
+
+    #: The TOML table / environment-variable segment of this section.
+    SECTION: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        for name, tp in _field_types(type(self)).items():
+            key = f"{self.SECTION}.{name}"
+            # Frozen dataclass: normalising a value (int -> float) needs object.__setattr__.
+            object.__setattr__(self, name, _coerce(key, tp, getattr(self, name)))
+        self._validate()
+
+    def _validate(self) -> None:
+        """Range checks; raise ConfigError through the ``_require_*`` helpers."""
+
+    # Helpers used by _validate. `name` is the field name; messages use the dotted key.
+
+    def _fail(self, name: str, problem: str, *others: str) -> typing.NoReturn:
+        key = f"{self.SECTION}.{name}"
+        raise ConfigError(
+            f"invalid {key}: {problem}",
+            keys=(key, *(f"{self.SECTION}.{o}" for o in others)),
+        )
+
+    def _require_positive(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if not value > 0:
+                self._fail(name, f"must be > 0, got {value!r}")
+
+    def _require_non_negative(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if not value >= 0:
+                self._fail(name, f"must be >= 0, got {value!r}")
+
+    def _require_port(self, name: str) -> None:
+        value = getattr(self, name)
+        if not 0 <= value <= 65535:
+            self._fail(name, f"must be a TCP port between 0 and 65535 (0 = pick a free port), got {value!r}")
+
+    def _require_non_empty(self, name: str) -> None:
+        if not getattr(self, name).strip():
+            self._fail(name, "must not be empty")
+
+
+_FIELD_TYPES: dict[type, dict[str, Any]] = {}
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    """Field name -> resolved type (annotations are strings under ``from __future__``)."""
+    types = _FIELD_TYPES.get(cls)
+    if types is None:
+        hints = typing.get_type_hints(cls)
+        types = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+        _FIELD_TYPES[cls] = types
+    return types
+
+
+@dataclass(frozen=True)
+class StorageConfig(_Section):
+    """``[storage]``: the DuckDB file and how often the batched writer flushes.
+
+    The writer flushes when ``flush_interval_s`` seconds have passed or ``flush_rows`` rows are
+    buffered, whichever comes first.
+    """
+
+    SECTION: ClassVar[str] = "storage"
+
+    db_path: str = "data/hedgeflow.duckdb"
+    flush_interval_s: float = 1.0
+    flush_rows: int = 10_000
+
+    def _validate(self) -> None:
+        self._require_non_empty("db_path")
+        self._require_positive("flush_interval_s", "flush_rows")
+
+
+@dataclass(frozen=True)
+class SimulatorConfig(_Section):
+    """``[simulator]``: the embedded exchange simulator (speaks the exchanges' wire formats).
+
+    ``port`` 0 picks a free port. ``quote_rate_hz`` is bookTicker messages per second per symbol,
+    ``trade_rate_hz`` trades per second per symbol; ``malformed_rate`` is the fraction of messages
+    deliberately malformed (for tests of the quarantine path), in [0, 1].
+    """
+
+    SECTION: ClassVar[str] = "simulator"
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8765
+    seed: int = 7
+    symbols: list[str] = field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"])
+    quote_rate_hz: float = 20.0
+    trade_rate_hz: float = 5.0
+    malformed_rate: float = 0.0
+
+    def _validate(self) -> None:
+        self._require_non_empty("host")
+        self._require_port("port")
+        if not self.symbols:
+            self._fail("symbols", "must name at least one symbol, e.g. [\"BTCUSDT\"]")
+        if any(not s.strip() for s in self.symbols):
+            self._fail("symbols", f"must not contain empty symbols, got {self.symbols!r}")
+        self._require_non_negative("quote_rate_hz", "trade_rate_hz")
+        if not 0.0 <= self.malformed_rate <= 1.0:
+            self._fail("malformed_rate", f"must be a fraction between 0 and 1, got {self.malformed_rate!r}")
+
+
+@dataclass(frozen=True)
+class FeedsConfig(_Section):
+    """``[feeds]``: the exchange websocket clients.
+
+    ``binance_url`` empty means the embedded simulator's URL. Reconnects back off exponentially
+    from ``reconnect_initial_s`` to ``reconnect_max_s``; a connection silent for
+    ``silence_timeout_s`` is dropped and recorded as a gap. Raw messages are handed to the graph
+    in batches of at most ``batch_max_messages``, held at most ``batch_max_latency_s``.
+    """
+
+    SECTION: ClassVar[str] = "feeds"
+
+    binance_url: str = ""
+    reconnect_initial_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    silence_timeout_s: float = 15.0
+    batch_max_messages: int = 1000
+    batch_max_latency_s: float = 0.05
+
+    def _validate(self) -> None:
+        if self.binance_url and not self.binance_url.startswith(("ws://", "wss://")):
+            self._fail(
+                "binance_url",
+                f"must be a ws:// or wss:// URL (or empty for the embedded simulator), got {self.binance_url!r}",
+            )
+        self._require_positive(
+            "reconnect_initial_s", "reconnect_max_s", "silence_timeout_s", "batch_max_latency_s"
+        )
+        if self.batch_max_messages < 1:
+            self._fail("batch_max_messages", f"must be >= 1, got {self.batch_max_messages!r}")
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            self._fail(
+                "reconnect_max_s",
+                f"must be >= feeds.reconnect_initial_s ({self.reconnect_initial_s!r}), "
+                f"got {self.reconnect_max_s!r}",
+                "reconnect_initial_s",
+            )
+
+
+@dataclass(frozen=True)
+class OracleConfig(_Section):
+    """``[oracle]``: price aggregation.
+
+    A price is published every ``interval_s`` seconds from at least ``min_sources`` sources, each
+    quoted within the last ``stale_after_s`` seconds; with fewer the oracle reports itself stale
+    (fail closed) rather than publishing.
+    """
+
+    SECTION: ClassVar[str] = "oracle"
+
+    min_sources: int = 1
+    stale_after_s: float = 10.0
+    interval_s: float = 1.0
+
+    def _validate(self) -> None:
+        if self.min_sources < 1:
+            self._fail("min_sources", f"must be >= 1, got {self.min_sources!r}")
+        self._require_positive("stale_after_s", "interval_s")
+
+
+@dataclass(frozen=True)
+class DashboardConfig(_Section):
+    """``[dashboard]``: the Panel server. ``refresh_ms`` is the browser refresh period (ms)."""
+
+    SECTION: ClassVar[str] = "dashboard"
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 5006
+    refresh_ms: int = 500
+
+    def _validate(self) -> None:
+        self._require_non_empty("host")
+        self._require_port("port")
+        self._require_positive("refresh_ms")
+
+
+@dataclass(frozen=True)
+class LoggingConfig(_Section):
+    """``[logging]``: ``format`` is "text" (human-readable) or "json" (one object per line);
+    ``level`` a stdlib level name. Both are normalised (format lower case, level upper case)."""
+
+    SECTION: ClassVar[str] = "logging"
+
+    format: str = "text"
+    level: str = "INFO"
+
+    def _validate(self) -> None:
+        fmt = self.format.strip().lower()
+        if fmt not in LOG_FORMATS:
+            self._fail("format", f"must be one of {', '.join(LOG_FORMATS)}, got {self.format!r}")
+        level = self.level.strip().upper()
+        names = logging.getLevelNamesMapping()
+        if level not in names:
+            self._fail("level", f"must be a level name ({', '.join(sorted(names))}), got {self.level!r}")
+        object.__setattr__(self, "format", fmt)
+        object.__setattr__(self, "level", level)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration: one frozen section per TOML table.
+
+    Derive variants with ``dataclasses.replace``, e.g.
+    ``replace(cfg, storage=replace(cfg.storage, db_path="x.duckdb"))``; sections re-validate.
+    """
+
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    feeds: FeedsConfig = field(default_factory=FeedsConfig)
+    oracle: OracleConfig = field(default_factory=OracleConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """``{section: {key: value}}`` of plain Python values (lists copied), e.g. for printing."""
+        return dataclasses.asdict(self)
+
+
+# Section name -> section class, in the order they appear in Config.
+SECTIONS: dict[str, type[_Section]] = {
+    f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Config:
+    """Build and validate the configuration.
+
+    ``path``: a TOML file; ``None`` means no file (defaults only). A path given that does not exist
+    is an error. ``env``: the environment to read ``HEDGEFLOW_<SECTION>__<KEY>`` variables from,
+    ``os.environ`` by default (pass ``{}`` to ignore the environment). ``overrides``: dotted keys,
+    highest precedence. Raises :class:`ConfigError` on any problem.
+    """
+    values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    where: dict[str, str] = {}  # dotted key -> where its value came from, for error messages
+    if path is not None:
+        _merge_toml(path, values, where)
+    _merge_env(os.environ if env is None else env, values, where)
+    if overrides:
+        _merge_overrides(overrides, values, where)
+
+    sections = {}
+    for name, cls in SECTIONS.items():
+        try:
+            sections[name] = cls(**values[name])
+        except ConfigError as exc:
+            raise _locate(exc, where) from None
+    return Config(**sections)
+
+
+def _locate(exc: ConfigError, where: Mapping[str, str]) -> ConfigError:
+    """Append where the offending values came from to an error's message."""
+    sources = [(key, where[key]) for key in exc.keys if key in where]
+    if not sources:
+        return exc
+    if len(sources) == 1:
+        suffix = f"(set {sources[0][1]})"
+    else:
+        suffix = "(" + "; ".join(f"{key} set {src}" for key, src in sources) + ")"
+    return ConfigError(f"{exc} {suffix}", keys=exc.keys)
+
+
+def _unknown_key(section: str, key: str, where: str) -> ConfigError:
+    valid = list(_field_types(SECTIONS[section]))
+    hint = difflib.get_close_matches(key, valid, n=1)
+    did_you_mean = f" (did you mean {section}.{hint[0]}?)" if hint else ""
+    return ConfigError(
+        f"unknown key {section}.{key} {where}{did_you_mean}; valid keys in [{section}] are: "
+        f"{', '.join(valid)}",
+        keys=(f"{section}.{key}",),
+    )
+
+
+def _unknown_section(section: str, where: str) -> ConfigError:
+    hint = difflib.get_close_matches(section, list(SECTIONS), n=1)
+    did_you_mean = f" (did you mean [{hint[0]}]?)" if hint else ""
+    return ConfigError(
+        f"unknown section [{section}] {where}{did_you_mean}; valid sections are: {', '.join(SECTIONS)}"
+    )
+
+
+def _merge_toml(
+    path: str | os.PathLike[str], values: dict[str, dict[str, Any]], where: dict[str, str]
+) -> None:
+    shown = os.fspath(path)
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {shown} not found; check the path, or omit it to use the defaults"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"cannot parse config file {shown}: {exc}; it must be valid TOML") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {shown}: {exc.strerror or exc}") from None
+
+    src = f"in {shown}"
+    for section, table in data.items():
+        if section not in SECTIONS:
+            raise _unknown_section(section, src)
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"invalid {section} {src}: expected a [{section}] table, got {_got(table)}",
+                keys=(section,),
+            )
+        known = _field_types(SECTIONS[section])
+        for key, value in table.items():
+            if key not in known:
+                raise _unknown_key(section, key, src)
+            values[section][key] = value
+            where[f"{section}.{key}"] = src
+
+
+def _merge_env(env: Mapping[str, str], values: dict[str, dict[str, Any]], where: dict[str, str]) -> None:
+    for name in sorted(env):  # sorted: the first error reported does not depend on dict order
+        if not name.startswith(ENV_PREFIX) or name in _ENV_IGNORED:
+            continue
+        src = f"from environment variable {name}"
+        section, sep, key = name[len(ENV_PREFIX):].lower().partition("__")
+        if not sep or not key:
+            raise ConfigError(
+                f"unknown environment variable {name}: settings are named "
+                f"{ENV_PREFIX}<SECTION>__<KEY>, e.g. {ENV_PREFIX}STORAGE__DB_PATH; "
+                f"valid sections are: {', '.join(SECTIONS)}. Unset it or fix its name"
+            )
+        if section not in SECTIONS:
+            raise _unknown_section(section, src)
+        types = _field_types(SECTIONS[section])
+        if key not in types:
+            raise _unknown_key(section, key, src)
+        dotted = f"{section}.{key}"
+        try:
+            values[section][key] = _parse_text(dotted, types[key], env[name])
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (set {src})", keys=exc.keys) from None
+        where[dotted] = src
+
+
+def _merge_overrides(
+    overrides: Mapping[str, object], values: dict[str, dict[str, Any]], where: dict[str, str]
+) -> None:
+    for dotted, value in overrides.items():
+        src = f"from override {dotted}"
+        section, sep, key = str(dotted).partition(".")
+        if not sep or not key:
+            raise ConfigError(
+                f"invalid override key {dotted!r}: expected <section>.<key>, e.g. storage.db_path"
+            )
+        if section not in SECTIONS:
+            raise _unknown_section(section, src)
+        types = _field_types(SECTIONS[section])
+        if key not in types:
+            raise _unknown_key(section, key, src)
+        tp = types[key]
+        if isinstance(value, str) and tp is not str:
+            # The CLI passes arguments as text: parse them as the environment would be.
+            try:
+                value = _parse_text(dotted, tp, value)
+            except ConfigError as exc:
+                raise ConfigError(f"{exc} (set {src})", keys=exc.keys) from None
+        values[section][key] = value
+        where[dotted] = src

@@ -1,0 +1,36 @@
+"""Read-only views of the graph's streams for dashboards and the API.
+
+A view is fed by a sink on one stream and read by any number of sessions: sessions poll it
+(2-10 Hz) instead of each attaching their own sink, so closing a browser tab leaks nothing and
+Bokeh models are only touched from the session's own callbacks.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from models.records import OraclePrice
+
+
+class OracleView:
+    """The latest oracle price per asset and a bounded history of each."""
+
+    def __init__(self, history: int = 3600) -> None:
+        self._history: dict[str, deque[OraclePrice]] = {}
+        self._maxlen = history
+        self.version = 0  # bumped on every update; sessions compare to skip redraws
+
+    def on_prices(self, prices: list[OraclePrice]) -> None:
+        for p in prices:
+            self._history.setdefault(p.asset, deque(maxlen=self._maxlen)).append(p)
+        self.version += 1
+
+    @property
+    def assets(self) -> list[str]:
+        return sorted(self._history)
+
+    def latest(self) -> dict[str, OraclePrice]:
+        return {a: h[-1] for a, h in sorted(self._history.items()) if h}
+
+    def history(self, asset: str, since_ts: float = float("-inf")) -> list[OraclePrice]:
+        return [p for p in self._history.get(asset, ()) if p.ts > since_ts]

@@ -1,0 +1,1 @@
+"""Pure math and decision logic: no I/O, no clock reads, no globals."""

@@ -1,0 +1,70 @@
+"""The DuckDB schema. Timestamps are TIMESTAMPTZ in UTC; prices DOUBLE in the quote currency.
+
+``create_schema`` is idempotent: it runs at every start and only adds what is missing.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+TABLES: dict[str, str] = {
+    "trades": """
+        CREATE TABLE IF NOT EXISTS trades (
+            exchange    VARCHAR NOT NULL,
+            instrument  VARCHAR NOT NULL,
+            asset       VARCHAR NOT NULL,
+            quote_ccy   VARCHAR NOT NULL,
+            event_ts    TIMESTAMPTZ NOT NULL,
+            receive_ts  TIMESTAMPTZ NOT NULL,
+            trade_id    VARCHAR NOT NULL,
+            price       DOUBLE NOT NULL,
+            size_coin   DOUBLE NOT NULL,
+            side        VARCHAR NOT NULL
+        )""",
+    "quotes": """
+        CREATE TABLE IF NOT EXISTS quotes (
+            exchange      VARCHAR NOT NULL,
+            instrument    VARCHAR NOT NULL,
+            asset         VARCHAR NOT NULL,
+            quote_ccy     VARCHAR NOT NULL,
+            event_ts      TIMESTAMPTZ NOT NULL,
+            receive_ts    TIMESTAMPTZ NOT NULL,
+            bid           DOUBLE NOT NULL,
+            bid_size_coin DOUBLE NOT NULL,
+            ask           DOUBLE NOT NULL,
+            ask_size_coin DOUBLE NOT NULL
+        )""",
+    "quarantine": """
+        CREATE TABLE IF NOT EXISTS quarantine (
+            exchange    VARCHAR NOT NULL,
+            receive_ts  TIMESTAMPTZ NOT NULL,
+            reason      VARCHAR NOT NULL,
+            raw         VARCHAR NOT NULL
+        )""",
+    "oracle_prices": """
+        CREATE TABLE IF NOT EXISTS oracle_prices (
+            asset       VARCHAR NOT NULL,
+            ts          TIMESTAMPTZ NOT NULL,
+            price       DOUBLE,
+            confidence  DOUBLE,
+            n_sources   INTEGER NOT NULL,
+            status      VARCHAR NOT NULL,
+            reason      VARCHAR NOT NULL,
+            sources     VARCHAR[] NOT NULL
+        )""",
+    "gaps": """
+        CREATE TABLE IF NOT EXISTS gaps (
+            exchange     VARCHAR NOT NULL,
+            instrument   VARCHAR NOT NULL,
+            kind         VARCHAR NOT NULL,
+            start_ts     TIMESTAMPTZ NOT NULL,
+            end_ts       TIMESTAMPTZ,
+            missing      BIGINT,
+            detail       VARCHAR NOT NULL
+        )""",
+}
+
+
+def create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    for ddl in TABLES.values():
+        con.execute(ddl)
