@@ -413,6 +413,7 @@ class BinanceSimulator:
         if server is not None:
             server.close()
             await server.wait_closed()
+        self._port = None
         self.started.clear()
 
     async def __aenter__(self) -> BinanceSimulator:
