@@ -7,6 +7,7 @@ widgets over one pipeline. Add a page here and in ``PAGES``; each gets its own U
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 
 import panel as pn
@@ -22,6 +23,9 @@ def pages(pipeline) -> dict:
 def serve_dashboards(pipeline, host: str, port: int):
     """Start Panel's server on the running loop; the caller stops it with ``.stop()``."""
     routes = pages(pipeline)
+    # pn.serve installs a SIGINT handler that stops the loop outright; the caller's handler
+    # (a clean shutdown that flushes the database and prints the counts) must stay in charge.
+    previous_sigint = signal.getsignal(signal.SIGINT)
     # Panel prints "Launching server at ..." to stdout; stdout is kept for the run's JSON result.
     with contextlib.redirect_stdout(sys.stderr):
         server = pn.serve(
@@ -33,5 +37,6 @@ def serve_dashboards(pipeline, host: str, port: int):
             title={"oracle": "hedgeflow · oracle"},
             websocket_origin=[f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"],
         )
+    signal.signal(signal.SIGINT, previous_sigint)
     server.start()
     return server

@@ -12,6 +12,7 @@ import html
 from datetime import datetime, timezone
 
 import holoviews as hv
+import numpy as np
 import pandas as pd
 import panel as pn
 
@@ -20,6 +21,11 @@ from dataflows.views import OracleView
 hv.extension("bokeh", logo=False)
 
 _STATUS_COLOURS = {"ok": "#1b7f3b", "degraded": "#b26a00", "halted": "#b00020"}
+
+
+def _utc_ms(epoch_s) -> np.ndarray:
+    """Naive UTC datetimes at millisecond precision (Bokeh's resolution; finer is discarded)."""
+    return np.round(np.asarray(epoch_s, dtype=np.float64) * 1e3).astype("datetime64[ms]")
 
 
 def _fmt_price(x: float) -> str:
@@ -37,7 +43,8 @@ def _card_html(p) -> str:
         f'<div class="oracle-price" data-asset="{html.escape(p.asset)}" '
         f'style="font-size:2.2em;font-weight:600">${_fmt_price(p.price_usd)}</div>'
         f'<div>± {_fmt_price(p.confidence_usd)} USD · {p.n_sources} source(s) · '
-        f'<span class="oracle-status" style="color:{colour};font-weight:600">{p.status}</span>'
+        f'<span class="oracle-status" style="color:{colour};font-weight:600">'
+        f"{html.escape(p.status)}</span>"
         f"{reason}</div>"
         f'<div style="color:#777;font-size:0.85em">sources: {sources} · {when}</div>'
         "</div>"
@@ -50,7 +57,9 @@ class _AssetPanel:
     def __init__(self, asset: str) -> None:
         self.asset = asset
         self.last_ts = float("-inf")
-        empty = pd.DataFrame({"time": pd.to_datetime([], utc=True), "price": [], "lo": [], "hi": []})
+        empty = pd.DataFrame(
+            {"time": np.array([], dtype="datetime64[ms]"), "price": [], "lo": [], "hi": []}
+        )
         self.buffer = hv.streams.Buffer(empty, length=3600, index=False)
         self.card = pn.pane.HTML("", sizing_mode="stretch_width")
 
@@ -63,7 +72,9 @@ class _AssetPanel:
             )
 
         self.chart = pn.pane.HoloViews(
-            hv.DynamicMap(chart, streams=[self.buffer]), sizing_mode="stretch_width"
+            hv.DynamicMap(chart, streams=[self.buffer]),
+            sizing_mode="stretch_width",
+            linked_axes=False,  # BTC near 97,000 and ETH near 3,100 each need their own y-axis
         )
         self.layout = pn.Column(self.card, self.chart, sizing_mode="stretch_width")
 
@@ -78,7 +89,7 @@ class _AssetPanel:
             self.buffer.send(
                 pd.DataFrame(
                     {
-                        "time": pd.to_datetime([p.ts for p in priced], unit="s", utc=True),
+                        "time": _utc_ms([p.ts for p in priced]),
                         "price": [p.price_usd for p in priced],
                         "lo": [p.price_usd - p.confidence_usd for p in priced],
                         "hi": [p.price_usd + p.confidence_usd for p in priced],

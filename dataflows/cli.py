@@ -79,7 +79,14 @@ async def _run(cfg: Config, duration_s: float | None) -> dict:
         loop.add_signal_handler(sig, stop.set)
     server = None
     try:
-        await pipeline.start()
+        try:
+            await pipeline.start()
+        except OSError as exc:
+            raise HedgeflowError(
+                f"cannot start the embedded simulator on {cfg.simulator.host}:"
+                f"{cfg.simulator.port}: {exc.strerror or exc}. Set another port with "
+                "HEDGEFLOW_SIMULATOR__PORT (0 picks a free one)"
+            ) from None
         if cfg.dashboard.enabled:
             from dashboards.app import serve_dashboards
 

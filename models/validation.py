@@ -23,6 +23,16 @@ def _first_failure(n: int, rules: list[tuple[np.ndarray, str]]) -> np.ndarray:
     return reasons
 
 
+# Event times outside [2009-01-03, 2100-01-01) are unit mistakes (ms or ns read as seconds), not
+# market data: refusing them keeps them from being stored as some other instant.
+MIN_EVENT_TS_S = 1_230_940_800.0
+MAX_EVENT_TS_S = 4_102_444_800.0
+
+
+def _implausible_time(ts: np.ndarray) -> np.ndarray:
+    return ~((ts >= MIN_EVENT_TS_S) & (ts < MAX_EVENT_TS_S))
+
+
 def _not_positive_finite(x: np.ndarray) -> np.ndarray:
     # NaN compares false, so `x > 0` alone rejects NaN; isfinite rejects +inf.
     return ~(np.isfinite(x) & (x > 0))
@@ -38,7 +48,7 @@ def quote_rejections(quotes: QuoteBatch) -> np.ndarray:
             (_not_positive_finite(quotes.bid_size_coin), "bid size not positive and finite"),
             (_not_positive_finite(quotes.ask_size_coin), "ask size not positive and finite"),
             (quotes.bid >= quotes.ask, "crossed or locked book: bid >= ask"),
-            (~np.isfinite(quotes.event_ts), "event time not finite"),
+            (_implausible_time(quotes.event_ts), "event time not a plausible UTC time (2009-2100)"),
         ],
     )
 
@@ -63,6 +73,6 @@ def trade_rejections(trades: TradeBatch) -> np.ndarray:
             (~np.isin(trades.side, SIDES), "trade side is not buy or sell"),
             (trades.trade_id == "", "trade id missing"),
             (duplicate, "duplicate trade id in batch"),
-            (~np.isfinite(trades.event_ts), "event time not finite"),
+            (_implausible_time(trades.event_ts), "event time not a plausible UTC time (2009-2100)"),
         ],
     )

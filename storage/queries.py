@@ -11,7 +11,10 @@ from storage.schema import TABLES
 
 
 def connect_readonly(db_path: str | os.PathLike) -> duckdb.DuckDBPyConnection:
-    return duckdb.connect(str(db_path), read_only=True)
+    """A read-only connection whose session shows times in UTC, whatever the host's zone."""
+    con = duckdb.connect(str(db_path), read_only=True)
+    con.execute("SET TimeZone = 'UTC'")
+    return con
 
 
 def table_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

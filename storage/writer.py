@@ -29,9 +29,16 @@ from storage.schema import create_schema
 _TS = pa.timestamp("us", tz="UTC")
 
 
+# TIMESTAMPTZ holds microseconds in int64; refuse what would overflow rather than store another
+# instant (validation rejects implausible times first; this is the last line of defence).
+_MAX_ABS_TS_S = 9.2e12
+
+
 def _ts_array(seconds) -> pa.Array:
-    us = np.round(np.asarray(seconds, dtype=np.float64) * 1e6).astype(np.int64)
-    return pa.array(us, type=pa.int64()).cast(_TS)
+    s = np.asarray(seconds, dtype=np.float64)
+    if s.size and not (np.abs(s) < _MAX_ABS_TS_S).all():
+        raise ValueError(f"timestamp out of range (epoch seconds): {s[~(np.abs(s) < _MAX_ABS_TS_S)][:3]}")
+    return pa.array(np.round(s * 1e6).astype(np.int64), type=pa.int64()).cast(_TS)
 
 
 def _batch_table(batch, ts_columns: tuple[str, ...]) -> pa.Table:
@@ -103,6 +110,7 @@ class DuckDBWriter:
             path.parent.mkdir(parents=True, exist_ok=True)
         self.db_path = str(db_path)
         self.con = duckdb.connect(self.db_path)
+        self.con.execute("SET TimeZone = 'UTC'")
         create_schema(self.con)
         self.capacity_rows = capacity_rows
         self.flush_interval_s = flush_interval_s

@@ -18,14 +18,14 @@ ASK = "ask price not positive and finite"
 BID_SIZE = "bid size not positive and finite"
 ASK_SIZE = "ask size not positive and finite"
 CROSSED = "crossed or locked book: bid >= ask"
-QUOTE_TIME = "event time not finite"
+QUOTE_TIME = "event time not a plausible UTC time (2009-2100)"
 
 T_PRICE = "trade price not positive and finite"
 T_SIZE = "trade size not positive and finite"
 T_SIDE = "trade side is not buy or sell"
 T_ID = "trade id missing"
 T_DUP = "duplicate trade id in batch"
-T_TIME = "event time not finite"
+T_TIME = "event time not a plausible UTC time (2009-2100)"
 
 NAN, INF = float("nan"), float("inf")
 
@@ -169,7 +169,7 @@ bad_number = st.one_of(
 
 @settings(max_examples=200, deadline=None)
 @given(bid=positive_finite, spread=positive_finite, bid_size=positive_finite,
-       ask_size=positive_finite, ts=st.floats(0, 4e9))
+       ask_size=positive_finite, ts=st.floats(1_230_940_800.0, 4_102_444_799.0))
 def test_property_positive_finite_uncrossed_quote_passes(bid, spread, bid_size, ask_size, ts):
     ask = bid + spread
     if not (math.isfinite(ask) and bid < ask):  # the sum rounded back onto bid
@@ -201,3 +201,10 @@ def test_property_positive_finite_trade_passes(price, size, side, trade_id):
 def test_property_any_non_positive_or_non_finite_trade_field_fails(field, value):
     reasons = trade_rejections(make_trades({field: value}))
     assert reasons[0] == {"price": T_PRICE, "size_coin": T_SIZE}[field]
+
+
+@pytest.mark.parametrize("ts", [0.0, 1e12, 1.7e15, -1.0, 4_102_444_800.0])
+def test_implausible_event_times_are_refused(ts):
+    # Milliseconds or nanoseconds read as seconds, or a zero time, are unit mistakes.
+    assert quote_rejections(make_quotes({"event_ts": ts})).tolist() == [QUOTE_TIME]
+    assert trade_rejections(make_trades({"event_ts": ts})).tolist() == [T_TIME]
