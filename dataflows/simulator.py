@@ -405,16 +405,18 @@ class BinanceSimulator:
         Idempotent. After it returns, ``sent`` no longer changes.
         """
         producer, self._producer = self._producer, None
-        if producer is not None:
-            producer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await producer
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-            await server.wait_closed()
-        self._port = None
-        self.started.clear()
+        try:
+            if producer is not None:
+                producer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await producer  # re-raises here if the producer had crashed
+        finally:
+            server, self._server = self._server, None
+            if server is not None:
+                server.close()
+                await server.wait_closed()
+            self._port = None
+            self.started.clear()
 
     async def __aenter__(self) -> BinanceSimulator:
         await self.start()
@@ -560,7 +562,15 @@ class BinanceSimulator:
     async def _produce(self) -> None:
         """The single producer: sleep to each event's due time, generate once, send to all."""
         loop = asyncio.get_running_loop()
-        origin = loop.time()
+        try:
+            await self._run_schedule(loop, loop.time())
+        except Exception:
+            # Say so at once: otherwise a dead producer looks like a quiet market until stop().
+            log.exception("binance simulator producer failed")
+            raise
+
+    async def _run_schedule(self, loop: asyncio.AbstractEventLoop, origin: float) -> None:
+        """Process ``_schedule()`` against the loop's monotonic clock, ``origin`` being time 0."""
         max_lag_s = 2.0  # behind by more than this (a paused process): shift, don't burst
         burst = 0
         for due, kind, market in self._schedule():
