@@ -105,3 +105,51 @@ def test_gives_up_after_max_reconnects_when_nothing_listens():
     source = asyncio.run(scenario())
     assert source.connects == 0
     assert source.disconnects == 3
+
+
+def test_a_silent_connection_is_closed_and_reopened():
+    async def scenario():
+        # No quotes and no trades: the exchange accepts the connection and then says nothing.
+        async with BinanceSimulator(quote_rate_hz=0.0, trade_rate_hz=0.0, port=0) as sim:
+            source = WebsocketSource(
+                sim.url, "binance", silence_timeout_s=0.2, batch_max_latency_s=0.02,
+                reconnect_initial_s=0.01, reconnect_max_s=0.02,
+            )
+            source.stopped = False
+            task = asyncio.create_task(source.run())
+            await _wait_for(lambda: source.connects >= 2, timeout_s=5)
+            source.stop()
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            return source
+
+    source = asyncio.run(scenario())
+    assert source.connects >= 2
+    assert source.disconnects >= 1
+
+
+def test_a_busy_connection_with_single_message_batches_is_not_called_silent():
+    async def scenario():
+        async with BinanceSimulator(quote_rate_hz=100.0, trade_rate_hz=0.0, port=0) as sim:
+            source = WebsocketSource(
+                sim.url, "binance", silence_timeout_s=0.2, batch_max_messages=1,
+                batch_max_latency_s=0.02,
+            )
+            source.stopped = False
+            task = asyncio.create_task(source.run())
+            await asyncio.wait_for(source.connected.wait(), 5)
+            await asyncio.sleep(1.0)
+            source.stop()
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            return source
+
+    source = asyncio.run(scenario())
+    assert source.received > 100
+    assert source.disconnects == 0
