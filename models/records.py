@@ -235,6 +235,44 @@ class QuoteBatch(Batch):
         return 0.5 * (self.bid + self.ask)
 
 
+@dataclass(frozen=True)
+class OptionTickerBatch(Batch):
+    COLUMNS: ClassVar[dict[str, str]] = _columns(OptionTicker, {"raw": "object"})
+    exchange: np.ndarray = field(default=None)
+    instrument: np.ndarray = field(default=None)
+    asset: np.ndarray = field(default=None)
+    event_ts: np.ndarray = field(default=None)
+    receive_ts: np.ndarray = field(default=None)
+    expiry_utc: np.ndarray = field(default=None)
+    strike_usd: np.ndarray = field(default=None)
+    is_call: np.ndarray = field(default=None)
+    bid_coin: np.ndarray = field(default=None)
+    ask_coin: np.ndarray = field(default=None)
+    mark_coin: np.ndarray = field(default=None)
+    mark_iv: np.ndarray = field(default=None)
+    bid_iv: np.ndarray = field(default=None)
+    ask_iv: np.ndarray = field(default=None)
+    underlying_usd: np.ndarray = field(default=None)
+    index_usd: np.ndarray = field(default=None)
+    open_interest: np.ndarray = field(default=None)
+    raw: np.ndarray = field(default=None)
+
+
+@dataclass(frozen=True)
+class FundingBatch(Batch):
+    COLUMNS: ClassVar[dict[str, str]] = _columns(Funding, {"raw": "object"})
+    exchange: np.ndarray = field(default=None)
+    instrument: np.ndarray = field(default=None)
+    asset: np.ndarray = field(default=None)
+    event_ts: np.ndarray = field(default=None)
+    receive_ts: np.ndarray = field(default=None)
+    mark_usd: np.ndarray = field(default=None)
+    index_usd: np.ndarray = field(default=None)
+    funding_rate: np.ndarray = field(default=None)
+    next_funding_ts: np.ndarray = field(default=None)
+    raw: np.ndarray = field(default=None)
+
+
 # USD-like quote currencies hedgeflow treats as USD unless configured otherwise (DESIGN, feeds issue).
 USD_LIKE = frozenset({"USD", "USDT", "USDC"})
 

@@ -108,3 +108,69 @@ def test_invalid_env_var_in_a_subprocess_has_no_traceback(tmp_path, binance_capt
     assert "storage.flush_rows" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "x.duckdb").exists()
+
+
+def test_simulate_runs_for_its_duration_and_prints_what_it_sent(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "dataflows.cli", "simulate", "--port", "0", "--duration", "1"],
+        capture_output=True, text=True, timeout=60, env=subprocess_env(), cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "ws://127.0.0.1:" in proc.stderr  # where to connect
+    sent = json.loads(proc.stdout.strip().splitlines()[-1])
+    # Nobody connected: a server with no subscribers writes nothing, and says so.
+    assert sent == {"aggTrade": 0, "bookTicker": 0, "control": 0, "malformed": 0, "total": 0}
+
+
+def test_run_without_dashboard_stores_and_reconciles(tmp_path):
+    db = tmp_path / "run.duckdb"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dataflows.cli", "run", "--duration", "3", "--db", str(db),
+         "--no-dashboard"],
+        capture_output=True, text=True, timeout=90,
+        env=subprocess_env(HEDGEFLOW_SIMULATOR__PORT="0"), cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    counts = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert counts["total"]["pending"] == 0
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        stored = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                  for t in ("trades", "quotes", "oracle_prices")}
+    finally:
+        con.close()
+    assert stored["quotes"] == counts["total"]["quotes"] > 0
+    assert stored["trades"] == counts["total"]["trades"]
+    assert stored["oracle_prices"] > 0
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["run", "--duration", "-1"], "positive number of seconds"),
+        (["run", "--duration", "soon"], "expected a number of seconds"),
+        (["replay"], "the following arguments are required"),
+    ],
+)
+def test_bad_flags_exit_2_with_a_usage_message(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_run_with_a_taken_dashboard_port_says_how_to_fix_it(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "dataflows.cli", "run", "--duration", "2", "--port", str(port),
+             "--db", str(tmp_path / "x.duckdb")],
+            capture_output=True, text=True, timeout=90,
+            env=subprocess_env(HEDGEFLOW_SIMULATOR__PORT="0"), cwd=tmp_path,
+        )
+    assert proc.returncode == 2
+    assert "--port" in proc.stderr and "Traceback" not in proc.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models import records
 from models.records import Quote, QuoteBatch, RawBatch, TradeBatch
 from tests.conftest import make_quotes, make_trades
 
@@ -110,3 +111,32 @@ def test_raw_batch_length_mismatch_is_an_error():
     with pytest.raises(ValueError):
         RawBatch("binance", np.array([1.0, 2.0]), ["only one"])
     assert len(RawBatch("binance", np.array([1.0]), ["x"])) == 1
+
+
+@pytest.mark.parametrize(
+    "batch_cls, record_cls",
+    [
+        (records.TradeBatch, records.Trade),
+        (records.QuoteBatch, records.Quote),
+        (records.OptionTickerBatch, records.OptionTicker),
+        (records.FundingBatch, records.Funding),
+    ],
+)
+def test_every_batch_has_its_record_fields_and_raw(batch_cls, record_cls):
+    import dataclasses
+
+    record_fields = [f.name for f in dataclasses.fields(record_cls)]
+    assert list(batch_cls.COLUMNS) == [*record_fields, "raw"]
+    empty = batch_cls.empty()
+    assert len(empty) == 0
+    for name, dtype in batch_cls.COLUMNS.items():
+        assert getattr(empty, name).dtype == np.dtype(dtype)
+
+
+def test_option_ticker_batch_keeps_booleans_and_floats():
+    b = records.OptionTickerBatch.from_columns(
+        **{name: [1.0] if dt == "float64" else ([True] if dt == "bool" else ["x"])
+           for name, dt in records.OptionTickerBatch.COLUMNS.items()}
+    )
+    assert b.is_call.dtype == bool and b.is_call[0]
+    assert b.strike_usd.dtype == np.float64
