@@ -64,7 +64,14 @@ class Quote:
 
 @dataclass(frozen=True, slots=True)
 class OptionTicker:
-    """An option's ticker. Premiums in coin (Deribit inverse options); IVs as annual fractions."""
+    """An option's ticker.
+
+    Deribit conventions, kept as received: premiums in coin (inverse options; USD = coin × index),
+    sizes in contracts of one coin, IVs converted from percent to annual fractions (0.55), greeks as
+    Deribit publishes them (delta in coin per 1 of underlying, vega per 1% of vol in USD, theta per
+    day in USD). ``expiry_utc`` is epoch seconds (Deribit expires at 08:00 UTC). NaN where the
+    exchange gave no value (no bid, no IV).
+    """
 
     exchange: str
     instrument: str
@@ -75,7 +82,9 @@ class OptionTicker:
     strike_usd: float
     is_call: bool
     bid_coin: float
+    bid_size: float
     ask_coin: float
+    ask_size: float
     mark_coin: float
     mark_iv: float
     bid_iv: float
@@ -83,11 +92,18 @@ class OptionTicker:
     underlying_usd: float
     index_usd: float
     open_interest: float
+    delta: float
+    gamma: float
+    vega: float
+    theta: float
+    rho: float
 
 
 @dataclass(frozen=True, slots=True)
 class Funding:
-    """A perpetual's funding state. ``funding_rate`` is per funding interval, as a fraction."""
+    """A perpetual's funding state. ``funding_rate`` is per funding interval, as a fraction
+    (0.0001 = 1 bp); ``next_funding_ts`` is NaN when the venue does not say (Deribit funds
+    continuously)."""
 
     exchange: str
     instrument: str
@@ -98,6 +114,55 @@ class Funding:
     index_usd: float
     funding_rate: float
     next_funding_ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class BookUpdate:
+    """One price level of an order book. ``size_coin`` 0 removes the level. ``is_snapshot`` marks
+    rows of a full snapshot (the book is replaced), others are incremental changes. ``sequence`` is
+    the venue's update id / change id / sequence number for the message (-1 if none)."""
+
+    exchange: str
+    instrument: str
+    asset: str
+    event_ts: float
+    receive_ts: float
+    side: str  # "bid" | "ask"
+    price: float
+    size_coin: float
+    is_snapshot: bool
+    sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class IndexPrice:
+    """A venue's published index (Deribit ``deribit_price_index.btc_usd``), USD."""
+
+    exchange: str
+    index_name: str
+    asset: str
+    event_ts: float
+    receive_ts: float
+    price_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """A stretch of time or sequence where data may be missing.
+
+    ``kind``: "sequence" (an update id skipped), "disconnect" (the connection dropped),
+    "silence" (no message for longer than the watchdog allows), "book" (a book change whose
+    previous id does not match). ``end_ts`` is when data resumed (NaN while open); ``missing`` is
+    how many sequence numbers were skipped (-1 when unknown).
+    """
+
+    exchange: str
+    instrument: str
+    kind: str
+    start_ts: float
+    end_ts: float
+    missing: int
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +312,9 @@ class OptionTickerBatch(Batch):
     strike_usd: np.ndarray = field(default=None)
     is_call: np.ndarray = field(default=None)
     bid_coin: np.ndarray = field(default=None)
+    bid_size: np.ndarray = field(default=None)
     ask_coin: np.ndarray = field(default=None)
+    ask_size: np.ndarray = field(default=None)
     mark_coin: np.ndarray = field(default=None)
     mark_iv: np.ndarray = field(default=None)
     bid_iv: np.ndarray = field(default=None)
@@ -255,6 +322,11 @@ class OptionTickerBatch(Batch):
     underlying_usd: np.ndarray = field(default=None)
     index_usd: np.ndarray = field(default=None)
     open_interest: np.ndarray = field(default=None)
+    delta: np.ndarray = field(default=None)
+    gamma: np.ndarray = field(default=None)
+    vega: np.ndarray = field(default=None)
+    theta: np.ndarray = field(default=None)
+    rho: np.ndarray = field(default=None)
     raw: np.ndarray = field(default=None)
 
 
@@ -270,6 +342,34 @@ class FundingBatch(Batch):
     index_usd: np.ndarray = field(default=None)
     funding_rate: np.ndarray = field(default=None)
     next_funding_ts: np.ndarray = field(default=None)
+    raw: np.ndarray = field(default=None)
+
+
+@dataclass(frozen=True)
+class BookUpdateBatch(Batch):
+    COLUMNS: ClassVar[dict[str, str]] = _columns(BookUpdate, {"raw": "object"})
+    exchange: np.ndarray = field(default=None)
+    instrument: np.ndarray = field(default=None)
+    asset: np.ndarray = field(default=None)
+    event_ts: np.ndarray = field(default=None)
+    receive_ts: np.ndarray = field(default=None)
+    side: np.ndarray = field(default=None)
+    price: np.ndarray = field(default=None)
+    size_coin: np.ndarray = field(default=None)
+    is_snapshot: np.ndarray = field(default=None)
+    sequence: np.ndarray = field(default=None)
+    raw: np.ndarray = field(default=None)
+
+
+@dataclass(frozen=True)
+class IndexPriceBatch(Batch):
+    COLUMNS: ClassVar[dict[str, str]] = _columns(IndexPrice, {"raw": "object"})
+    exchange: np.ndarray = field(default=None)
+    index_name: np.ndarray = field(default=None)
+    asset: np.ndarray = field(default=None)
+    event_ts: np.ndarray = field(default=None)
+    receive_ts: np.ndarray = field(default=None)
+    price_usd: np.ndarray = field(default=None)
     raw: np.ndarray = field(default=None)
 
 
@@ -293,14 +393,26 @@ class RawBatch:
         return len(self.messages)
 
 
+# The batches a NormalizedBatch carries, by field name; each also names a DuckDB table.
+DATA_BATCHES: dict[str, type[Batch]] = {
+    "trades": TradeBatch,
+    "quotes": QuoteBatch,
+    "option_tickers": OptionTickerBatch,
+    "book_updates": BookUpdateBatch,
+    "funding": FundingBatch,
+    "index_prices": IndexPriceBatch,
+}
+
+
 @dataclass(frozen=True)
 class NormalizedBatch:
     """What an adapter made of a RawBatch.
 
-    Every message of the raw batch is in exactly one of: a row of ``trades`` or ``quotes`` (one
-    message may give several rows on some exchanges; ``data_messages`` counts messages), ``control``
-    (acks, heartbeats, status), ``ignored`` (channels hedgeflow does not use yet) or
-    ``quarantine`` (malformed, with the reason).
+    Every message of the raw batch has exactly one verdict: data (it produced zero or more rows in
+    the batches below; a Deribit trades message with three trades gives three trade rows),
+    ``control`` (acks, heartbeats, status), ``ignored`` (channels hedgeflow does not use) or
+    quarantined (one ``QuarantineRecord`` with the reason and the raw text). ``gaps`` are the
+    sequence gaps the adapter saw in this batch.
     """
 
     exchange: str
@@ -310,7 +422,16 @@ class NormalizedBatch:
     quarantine: tuple[QuarantineRecord, ...]
     n_control: int
     n_ignored: int
+    option_tickers: OptionTickerBatch = field(default_factory=OptionTickerBatch.empty)
+    book_updates: BookUpdateBatch = field(default_factory=BookUpdateBatch.empty)
+    funding: FundingBatch = field(default_factory=FundingBatch.empty)
+    index_prices: IndexPriceBatch = field(default_factory=IndexPriceBatch.empty)
+    gaps: tuple[Gap, ...] = ()
 
     @property
     def data_messages(self) -> int:
         return self.n_messages - self.n_control - self.n_ignored - len(self.quarantine)
+
+    def data(self) -> dict[str, Batch]:
+        """The non-empty data batches by table name."""
+        return {name: getattr(self, name) for name in DATA_BATCHES if len(getattr(self, name))}

@@ -1,35 +1,42 @@
 """Exchange adapters: raw wire messages in, normalized columnar batches and a verdict per message out.
 
-``normalize(batch)`` dispatches on ``batch.exchange``. An exchange without an adapter has all its
-messages quarantined with that reason, never dropped.
+Adapters keep state (the last sequence number per book), so each graph makes its own set with
+``AdapterSet()``. ``AdapterSet.normalize(batch)`` dispatches on ``batch.exchange``; an exchange
+without an adapter has all its messages quarantined with that reason, never dropped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from dataflows.adapters import binance
-from models.records import NormalizedBatch, QuarantineRecord, QuoteBatch, RawBatch, TradeBatch
+from dataflows.adapters.base import BatchBuilder, Malformed
+from dataflows.adapters.binance import BinanceAdapter
+from models.records import NormalizedBatch, RawBatch
 
-ADAPTERS: dict[str, Callable[[RawBatch], NormalizedBatch]] = {
-    binance.EXCHANGE: binance.normalize,
+ADAPTER_FACTORIES: dict[str, Callable[[], object]] = {
+    BinanceAdapter.exchange: BinanceAdapter,
 }
 
 
+class AdapterSet:
+    def __init__(self) -> None:
+        self._adapters = {name: factory() for name, factory in ADAPTER_FACTORIES.items()}
+
+    def __getitem__(self, exchange: str):
+        return self._adapters[exchange]
+
+    def normalize(self, batch: RawBatch) -> NormalizedBatch:
+        adapter = self._adapters.get(batch.exchange)
+        if adapter is not None:
+            return adapter.normalize(batch)
+        b = BatchBuilder(batch.exchange)
+        known = ", ".join(sorted(self._adapters))
+        for receive_ts, raw in zip(batch.receive_ts.tolist(), batch.messages):
+            with b.message(receive_ts, raw):
+                raise Malformed(f"no adapter for this exchange (known: {known})")
+        return b.build()
+
+
 def normalize(batch: RawBatch) -> NormalizedBatch:
-    adapter = ADAPTERS.get(batch.exchange)
-    if adapter is not None:
-        return adapter(batch)
-    reason = f"no adapter for exchange {batch.exchange!r} (known: {', '.join(sorted(ADAPTERS))})"
-    return NormalizedBatch(
-        exchange=batch.exchange,
-        n_messages=len(batch),
-        trades=TradeBatch.empty(),
-        quotes=QuoteBatch.empty(),
-        quarantine=tuple(
-            QuarantineRecord(batch.exchange, float(ts), reason, text)
-            for ts, text in zip(batch.receive_ts, batch.messages)
-        ),
-        n_control=0,
-        n_ignored=0,
-    )
+    """Normalize with a fresh, stateless-at-start set of adapters (tests, one-off use)."""
+    return AdapterSet().normalize(batch)

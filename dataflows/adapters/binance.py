@@ -1,148 +1,158 @@
-"""Binance spot websocket streams → normalized batches.
+"""Binance websocket streams → normalized batches.
 
-Wire format (https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams):
-combined streams wrap each event as ``{"stream": "<symbol>@<channel>", "data": {...}}``; raw streams
-send the event alone. Prices and quantities are decimal strings. Channels used here:
+Wire format (developers.binance.com, "WebSocket Streams" for spot and USD-M futures): combined
+streams wrap each event as ``{"stream": "<symbol>@<channel>", "data": {...}}``; raw streams send
+the event alone. Prices and quantities are decimal strings; times are milliseconds. Channels:
 
-- ``bookTicker``: ``{"u": update id, "s": symbol, "b": bid, "B": bid qty, "a": ask, "A": ask qty}``.
-  Spot bookTicker carries no event time, so its event time is the receive time.
-- ``aggTrade``: ``{"e": "aggTrade", "E": event ms, "s", "a": agg id, "p", "q", "f", "l", "T": trade
-  ms, "m": buyer is maker}``; ``trade`` is the same with ``t`` as the trade id.
+- ``bookTicker``: ``{"u": update id, "s", "b": bid, "B": bid qty, "a": ask, "A": ask qty}``. Spot
+  bookTicker has no event time, so its event time is the receive time (futures adds ``E``).
+- ``aggTrade``: ``{"e": "aggTrade", "E", "s", "a": agg id, "p", "q", "f", "l", "T": trade ms,
+  "m": buyer is maker}``; ``trade`` is the same with ``t`` as the trade id. ``m`` true means the
+  buyer was the resting order, so the taker sold: side "sell".
+- ``depth@100ms`` / ``depthUpdate`` diffs: ``{"e": "depthUpdate", "E", "s", "U": first id,
+  "u": last id, "b": [[price, qty]], "a": [...]}``; qty "0" removes a level. Each event must start
+  at the previous event's ``u`` + 1: a skip is a sequence gap (a row in ``gaps``), a repeat
+  (``u`` at or before the last) is quarantined as stale.
+- USD-M futures ``markPrice``: ``{"e": "markPriceUpdate", "E", "s", "p": mark, "i": index,
+  "P": estimated settle, "r": funding rate, "T": next funding ms}`` → ``funding``.
 
-``m`` true means the buyer was the resting order, so the taker sold: side "sell".
-Subscription answers (``{"result": null, "id": 1}``) and errors (``{"error": {...}, "id": 1}``) are
-control messages. Depth and kline channels are counted as ignored until the book issue uses them.
-Nothing raises out of ``normalize``: a message it cannot read is quarantined with the reason.
+Subscription answers (``{"result": null, "id": 1}``) and errors (``{"error": {...}, "id": 1}`` or
+``{"code": ..., "msg": ..., "id": ...}``) are control messages. Klines and tickers are ignored.
 """
 
 from __future__ import annotations
 
 import orjson
 
+from dataflows.adapters.base import BatchBuilder, Malformed, field, integer, levels, level, num, text
 from dataflows.adapters.symbols import split_symbol
-from models.records import NormalizedBatch, QuarantineRecord, QuoteBatch, RawBatch, TradeBatch
+from models.records import NormalizedBatch, RawBatch
+from models.sequence import SequenceTracker
 
 EXCHANGE = "binance"
 
-_IGNORED_EVENTS = frozenset({"depthUpdate", "kline", "24hrTicker", "24hrMiniTicker", "avgPrice"})
-_IGNORED_CHANNEL_PREFIXES = ("depth", "kline", "ticker", "miniTicker", "avgPrice", "rollingWindow")
-
-
-class _Malformed(Exception):
-    """A message this adapter cannot turn into a record; the text is the quarantine reason."""
-
-
-def _num(data: dict, key: str, kind: str) -> float:
-    try:
-        value = data[key]
-    except KeyError:
-        raise _Malformed(f"{kind}: missing field '{key}'") from None
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise _Malformed(f"{kind}: field '{key}' is not a number: {value!r}")
-    try:
-        return float(value)
-    except ValueError:
-        raise _Malformed(f"{kind}: field '{key}' is not a number: {value!r}") from None
-
-
-def _field(data: dict, key: str, kind: str):
-    try:
-        return data[key]
-    except KeyError:
-        raise _Malformed(f"{kind}: missing field '{key}'") from None
+_DATA_CHANNELS = ("bookTicker", "aggTrade", "trade", "depth", "markPrice")
+_IGNORED_PREFIXES = ("kline", "ticker", "miniTicker", "avgPrice", "rollingWindow", "forceOrder")
+_IGNORED_EVENTS = frozenset({"kline", "24hrTicker", "24hrMiniTicker", "avgPrice", "forceOrder"})
+_EVENT_CHANNEL = {
+    "aggTrade": "aggTrade", "trade": "trade", "depthUpdate": "depth",
+    "markPriceUpdate": "markPrice",
+}
 
 
 def _channel(msg: dict) -> tuple[str, dict]:
-    """(channel kind, event payload) for combined or raw stream messages."""
+    """(channel, event payload) for combined or raw stream messages."""
     if "stream" in msg and "data" in msg:
         stream, data = msg["stream"], msg["data"]
         if not isinstance(stream, str) or not isinstance(data, dict):
-            raise _Malformed("combined stream message without a stream name or a data object")
-        channel = stream.split("@", 1)[1] if "@" in stream else stream
-        if channel == "bookTicker" or channel == "aggTrade" or channel == "trade":
+            raise Malformed("combined stream message without a stream name or a data object")
+        channel = stream.split("@", 2)[1] if "@" in stream else stream
+        if channel in _DATA_CHANNELS:
             return channel, data
-        return "ignored" if channel.startswith(_IGNORED_CHANNEL_PREFIXES) else "unknown", data
-    if "id" in msg and ("result" in msg or "error" in msg):
+        if channel.startswith(_IGNORED_PREFIXES):
+            return "ignored", data
+        raise Malformed(f"unknown stream {stream!r}")
+    if "id" in msg and ("result" in msg or "error" in msg or "code" in msg):
         return "control", msg
     event = msg.get("e")
-    if event in ("aggTrade", "trade"):
-        return event, msg
+    if event in _EVENT_CHANNEL:
+        return _EVENT_CHANNEL[event], msg
     if event in _IGNORED_EVENTS:
         return "ignored", msg
     if event is None and {"u", "s", "b", "a"} <= msg.keys():
         return "bookTicker", msg
-    return "unknown", msg
+    raise Malformed("unrecognized message: not a stream event hedgeflow knows")
 
 
-def normalize(batch: RawBatch) -> NormalizedBatch:
-    """Classify every message of ``batch`` and build columnar trades and quotes."""
-    q_cols: dict[str, list] = {k: [] for k in QuoteBatch.COLUMNS}
-    t_cols: dict[str, list] = {k: [] for k in TradeBatch.COLUMNS}
-    quarantine: list[QuarantineRecord] = []
-    n_control = n_ignored = 0
-    exchange = batch.exchange or EXCHANGE
+class BinanceAdapter:
+    exchange = EXCHANGE
 
-    for receive_ts, text in zip(batch.receive_ts.tolist(), batch.messages):
-        try:
-            try:
-                msg = orjson.loads(text)
-            except orjson.JSONDecodeError as exc:
-                raise _Malformed(f"invalid JSON: {exc}") from None
-            if not isinstance(msg, dict):
-                raise _Malformed(f"expected a JSON object, got {type(msg).__name__}")
-            kind, data = _channel(msg)
-            if kind == "control":
-                n_control += 1
-            elif kind == "ignored":
-                n_ignored += 1
-            elif kind == "bookTicker":
-                symbol = str(_field(data, "s", kind))
-                bid, bid_qty = _num(data, "b", kind), _num(data, "B", kind)
-                ask, ask_qty = _num(data, "a", kind), _num(data, "A", kind)
-                asset, quote_ccy = split_symbol(symbol)
-                for col, v in (
-                    ("instrument", symbol), ("asset", asset), ("quote_ccy", quote_ccy),
-                    ("event_ts", receive_ts), ("receive_ts", receive_ts), ("bid", bid),
-                    ("bid_size_coin", bid_qty), ("ask", ask), ("ask_size_coin", ask_qty),
-                    ("raw", text),
-                ):
-                    q_cols[col].append(v)
-            elif kind in ("aggTrade", "trade"):
-                symbol = str(_field(data, "s", kind))
-                trade_id = _field(data, "a" if kind == "aggTrade" else "t", kind)
-                price, qty = _num(data, "p", kind), _num(data, "q", kind)
-                trade_ms = _num(data, "T", kind)
-                maker = _field(data, "m", kind)
-                if not isinstance(maker, bool):
-                    raise _Malformed(f"{kind}: field 'm' is not a boolean: {maker!r}")
-                asset, quote_ccy = split_symbol(symbol)
-                for col, v in (
-                    ("instrument", symbol), ("asset", asset), ("quote_ccy", quote_ccy),
-                    ("event_ts", trade_ms / 1000.0), ("receive_ts", receive_ts),
-                    ("trade_id", str(trade_id)), ("price", price), ("size_coin", qty),
-                    ("side", "sell" if maker else "buy"), ("raw", text),
-                ):
-                    t_cols[col].append(v)
-            else:
-                raise _Malformed("unrecognized message: not a stream event hedgeflow knows")
-        except _Malformed as exc:
-            quarantine.append(QuarantineRecord(exchange, receive_ts, f"binance {exc}", text))
-        except Exception as exc:  # noqa: BLE001 - an adapter never raises: the message is kept
-            quarantine.append(
-                QuarantineRecord(exchange, receive_ts, f"binance adapter error: {exc!r}", text)
+    def __init__(self) -> None:
+        self.depth_ids = SequenceTracker()
+
+    def normalize(self, batch: RawBatch) -> NormalizedBatch:
+        b = BatchBuilder(batch.exchange or EXCHANGE)
+        for receive_ts, raw in zip(batch.receive_ts.tolist(), batch.messages):
+            with b.message(receive_ts, raw):
+                try:
+                    msg = orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    raise Malformed(f"invalid JSON: {exc}") from None
+                if not isinstance(msg, dict):
+                    raise Malformed(f"expected a JSON object, got {type(msg).__name__}")
+                channel, data = _channel(msg)
+                if channel == "control":
+                    b.control()
+                elif channel == "ignored":
+                    b.ignored()
+                elif channel == "bookTicker":
+                    self._book_ticker(b, data, receive_ts)
+                elif channel in ("aggTrade", "trade"):
+                    self._trade(b, data, channel)
+                elif channel == "depth":
+                    self._depth(b, data, receive_ts)
+                else:
+                    self._mark_price(b, data)
+        return b.build()
+
+    @staticmethod
+    def _book_ticker(b: BatchBuilder, data: dict, receive_ts: float) -> None:
+        kind = "bookTicker"
+        symbol = text(data, "s", kind)
+        asset, quote_ccy = split_symbol(symbol)
+        event_ms = data.get("E")
+        b.add(
+            "quotes", instrument=symbol, asset=asset, quote_ccy=quote_ccy,
+            event_ts=num(data, "E", kind) / 1e3 if event_ms is not None else receive_ts,
+            bid=num(data, "b", kind), bid_size_coin=num(data, "B", kind),
+            ask=num(data, "a", kind), ask_size_coin=num(data, "A", kind),
+        )
+
+    @staticmethod
+    def _trade(b: BatchBuilder, data: dict, kind: str) -> None:
+        symbol = text(data, "s", kind)
+        trade_id = integer(data, "a" if kind == "aggTrade" else "t", kind)
+        maker = field(data, "m", kind)
+        if not isinstance(maker, bool):
+            raise Malformed(f"{kind}: field 'm' is not a boolean: {maker!r}")
+        asset, quote_ccy = split_symbol(symbol)
+        b.add(
+            "trades", instrument=symbol, asset=asset, quote_ccy=quote_ccy,
+            event_ts=num(data, "T", kind) / 1e3, trade_id=str(trade_id),
+            price=num(data, "p", kind), size_coin=num(data, "q", kind),
+            side="sell" if maker else "buy",
+        )
+
+    def _depth(self, b: BatchBuilder, data: dict, receive_ts: float) -> None:
+        kind = "depthUpdate"
+        symbol = text(data, "s", kind)
+        first, last = integer(data, "U", kind), integer(data, "u", kind)
+        event_ts = num(data, "E", kind) / 1e3
+        bids, asks = levels(data, "b", kind), levels(data, "a", kind)
+        rows = [("bid", level(e, kind)) for e in bids] + [("ask", level(e, kind)) for e in asks]
+        check = self.depth_ids.check(symbol, first, last)
+        if check.status == "stale":
+            raise Malformed(f"{kind}: stale update ids {first}..{last} (expected {check.expected})")
+        if check.status == "gap":
+            b.gap(symbol, "sequence", event_ts, event_ts, check.missing,
+                  f"depth update ids {check.expected}..{first - 1} missing")
+        asset, _ = split_symbol(symbol)
+        for side, (price, size) in rows:
+            b.add(
+                "book_updates", instrument=symbol, asset=asset, event_ts=event_ts, side=side,
+                price=price, size_coin=size, is_snapshot=False, sequence=last,
             )
 
-    q_cols["exchange"] = [exchange] * len(q_cols["raw"])
-    t_cols["exchange"] = [exchange] * len(t_cols["raw"])
-    return NormalizedBatch(
-        exchange=exchange,
-        n_messages=len(batch),
-        trades=TradeBatch.from_columns(**t_cols),
-        quotes=QuoteBatch.from_columns(**q_cols),
-        quarantine=tuple(quarantine),
-        n_control=n_control,
-        n_ignored=n_ignored,
-    )
+    @staticmethod
+    def _mark_price(b: BatchBuilder, data: dict) -> None:
+        kind = "markPriceUpdate"
+        symbol = text(data, "s", kind)
+        asset, _ = split_symbol(symbol)
+        b.add(
+            "funding", instrument=symbol, asset=asset, event_ts=num(data, "E", kind) / 1e3,
+            mark_usd=num(data, "p", kind), index_usd=num(data, "i", kind),
+            funding_rate=num(data, "r", kind), next_funding_ts=num(data, "T", kind) / 1e3,
+        )
 
 
 def subscribe_message(streams: list[str], request_id: int = 1) -> str:
@@ -157,5 +167,3 @@ def combined_stream_url(base_url: str, streams: list[str]) -> str:
 
 def default_streams(symbols: list[str]) -> list[str]:
     return [f"{s.lower()}@{ch}" for s in symbols for ch in ("bookTicker", "aggTrade")]
-
-

@@ -1,0 +1,227 @@
+"""What every exchange adapter shares: a batch builder with per-message verdicts, and strict
+field readers.
+
+An adapter reads a ``RawBatch`` message by message inside ``builder.message(receive_ts, raw)``.
+Inside it, the adapter either adds rows (``builder.add("trades", ...)``), or calls
+``builder.control()`` or ``builder.ignored()``, or raises ``Malformed("reason")``. The builder
+guarantees the accounting: a message that raises anything is rolled back (none of its rows
+survive) and quarantined with the reason and its raw text, so nothing escapes an adapter and
+nothing is half-stored. ``builder.build()`` returns the ``NormalizedBatch``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from models.records import DATA_BATCHES, Gap, NormalizedBatch, QuarantineRecord
+
+
+class Malformed(Exception):
+    """A message an adapter cannot turn into records; the text is the quarantine reason."""
+
+
+class BatchBuilder:
+    def __init__(self, exchange: str) -> None:
+        self.exchange = exchange
+        self._cols: dict[str, dict[str, list]] = {
+            name: {col: [] for col in cls.COLUMNS} for name, cls in DATA_BATCHES.items()
+        }
+        self._quarantine: list[QuarantineRecord] = []
+        self._gaps: list[Gap] = []
+        self.n_messages = 0
+        self.n_control = 0
+        self.n_ignored = 0
+        self.receive_ts = float("nan")
+        self.raw = ""
+
+    @contextmanager
+    def message(self, receive_ts: float, raw: str) -> Iterator[None]:
+        self.n_messages += 1
+        self.receive_ts, self.raw = receive_ts, raw
+        marks = {name: len(cols["raw"]) for name, cols in self._cols.items()}
+        gaps_mark = len(self._gaps)
+        counts_mark = (self.n_control, self.n_ignored)
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - an adapter never raises: the message is kept
+            for name, mark in marks.items():
+                for column in self._cols[name].values():
+                    del column[mark:]
+            del self._gaps[gaps_mark:]
+            self.n_control, self.n_ignored = counts_mark
+            reason = str(exc) if isinstance(exc, Malformed) else f"adapter error: {exc!r}"
+            self._quarantine.append(
+                QuarantineRecord(self.exchange, receive_ts, f"{self.exchange} {reason}", raw)
+            )
+
+    # ---------------------------------------------------------------- verdicts and rows
+    def control(self) -> None:
+        self.n_control += 1
+
+    def ignored(self) -> None:
+        self.n_ignored += 1
+
+    def add(self, table: str, **values: Any) -> None:
+        """One row of ``table`` for the current message; exchange, receive_ts and raw are filled
+        in. Every other column of the table must be given."""
+        cols = self._cols[table]
+        values.setdefault("receive_ts", self.receive_ts)
+        values["exchange"] = self.exchange
+        values["raw"] = self.raw
+        if len(values) != len(cols):
+            missing = sorted(set(cols) - set(values))
+            extra = sorted(set(values) - set(cols))
+            raise TypeError(f"{table} row: missing {missing}, unknown {extra}")
+        for name, value in values.items():
+            cols[name].append(value)
+
+    def gap(self, instrument: str, kind: str, start_ts: float, end_ts: float, missing: int,
+            detail: str) -> None:
+        self._gaps.append(Gap(self.exchange, instrument, kind, start_ts, end_ts, missing, detail))
+
+    def build(self) -> NormalizedBatch:
+        batches = {
+            name: DATA_BATCHES[name].from_columns(**cols) for name, cols in self._cols.items()
+        }
+        return NormalizedBatch(
+            exchange=self.exchange,
+            n_messages=self.n_messages,
+            quarantine=tuple(self._quarantine),
+            n_control=self.n_control,
+            n_ignored=self.n_ignored,
+            gaps=tuple(self._gaps),
+            **batches,
+        )
+
+
+# -------------------------------------------------------------------- field readers
+
+
+def field(data: dict, key: str, kind: str) -> Any:
+    """``data[key]``, or Malformed naming the missing field."""
+    try:
+        return data[key]
+    except (KeyError, TypeError):
+        raise Malformed(f"{kind}: missing field '{key}'") from None
+
+
+def num(data: dict, key: str, kind: str) -> float:
+    """A required number, given as a JSON number or a decimal string (never a boolean)."""
+    value = field(data, key, kind)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise Malformed(f"{kind}: field '{key}' is not a number: {value!r}")
+    try:
+        return float(value)
+    except (ValueError, OverflowError):
+        raise Malformed(f"{kind}: field '{key}' is not a number: {value!r}") from None
+
+
+def opt_num(data: dict, key: str, kind: str) -> float:
+    """An optional number: NaN when absent, null or empty; Malformed when present but not a number."""
+    if not isinstance(data, dict) or data.get(key) in (None, ""):
+        return math.nan
+    return num(data, key, kind)
+
+
+def integer(data: dict, key: str, kind: str) -> int:
+    """A required integer (sequence numbers, ids); decimal strings of integers are accepted."""
+    value = field(data, key, kind)
+    if isinstance(value, bool):
+        raise Malformed(f"{kind}: field '{key}' is not an integer: {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    raise Malformed(f"{kind}: field '{key}' is not an integer: {value!r}")
+
+
+def text(data: dict, key: str, kind: str) -> str:
+    value = field(data, key, kind)
+    if not isinstance(value, str) or not value:
+        raise Malformed(f"{kind}: field '{key}' is not a non-empty string: {value!r}")
+    return value
+
+
+def levels(data: dict, key: str, kind: str) -> list:
+    """A list of [price, size, ...] levels."""
+    value = field(data, key, kind)
+    if not isinstance(value, list):
+        raise Malformed(f"{kind}: field '{key}' is not a list of levels: {value!r}")
+    return value
+
+
+def level(entry: Any, kind: str) -> tuple[float, float]:
+    """(price, size) of one [price, size, ...] level given as strings or numbers."""
+    if not isinstance(entry, (list, tuple)) or len(entry) < 2:
+        raise Malformed(f"{kind}: a book level is not [price, size]: {entry!r}")
+    out = []
+    for v in entry[:2]:
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise Malformed(f"{kind}: a book level is not [price, size]: {entry!r}")
+        try:
+            out.append(float(v))
+        except ValueError:
+            raise Malformed(f"{kind}: a book level is not [price, size]: {entry!r}") from None
+    return out[0], out[1]
+
+
+def iso_to_epoch(value: Any, kind: str) -> float:
+    """ISO-8601 UTC time (Coinbase ``2021-04-17T02:30:10.123456Z``, nanoseconds allowed) → epoch s."""
+    from datetime import datetime
+
+    if not isinstance(value, str) or len(value) < 20:
+        raise Malformed(f"{kind}: time is not an ISO-8601 string: {value!r}")
+    s = value.rstrip("Z")
+    frac = ""
+    if "." in s:
+        s, frac = s.split(".", 1)
+    try:
+        whole = datetime.fromisoformat(s + "+00:00").timestamp()
+    except ValueError:
+        raise Malformed(f"{kind}: time is not an ISO-8601 string: {value!r}") from None
+    if frac and not frac.isdigit():
+        raise Malformed(f"{kind}: time is not an ISO-8601 string: {value!r}")
+    return whole + (float("0." + frac) if frac else 0.0)
+
+
+# -------------------------------------------------------------------- connection protocol
+
+
+class FeedProtocol:
+    """How a ``WebsocketSource`` talks to one exchange over one connection.
+
+    The source calls ``url()`` to connect, sends ``on_open()``'s requests after every (re)connect
+    (so a reconnect re-subscribes), answers each received message with ``on_message(raw)``'s
+    replies (heartbeats such as Deribit's ``test_request``), and sends whatever ``outgoing()``
+    returns (requests queued by the adapter, e.g. a re-subscribe after a book gap). The defaults
+    send nothing; exchanges override what they need. ``on_message`` runs for every message, so it
+    must be cheap: test a substring before parsing.
+    """
+
+    exchange: str = ""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._queue: list[str] = []
+
+    def url(self) -> str:
+        return self._url
+
+    def on_open(self) -> list[str]:
+        return []
+
+    def on_message(self, raw: str) -> list[str]:
+        return []
+
+    def queue(self, request: str) -> None:
+        self._queue.append(request)
+
+    def outgoing(self) -> list[str]:
+        out, self._queue = self._queue, []
+        return out
