@@ -69,6 +69,9 @@ _FALSE_WORDS = frozenset({"false", "0", "no"})
 
 LOG_FORMATS = ("text", "json")
 
+#: The exchanges hedgeflow has adapters for, in the order feeds are started.
+KNOWN_EXCHANGES = ("binance", "coinbase", "kraken", "deribit", "bybit")
+
 
 class HedgeflowError(Exception):
     """Base of the errors a user can fix (bad configuration, missing file, ...).
@@ -290,7 +293,11 @@ class SimulatorConfig(_Section):
 class FeedsConfig(_Section):
     """``[feeds]``: the exchange websocket clients.
 
-    ``binance_url`` empty means the embedded simulator's URL. Reconnects back off exponentially
+    ``exchanges`` names the feeds to run. ``<exchange>_url`` is the exchange's websocket base URL
+    (e.g. ``wss://stream.binance.com:9443``); empty means the embedded simulator's. Deribit options
+    are discovered for ``deribit_currencies`` and spread over connections of at most
+    ``deribit_max_channels`` channels (plan 003). A BTC or ETH instrument quiet for
+    ``silence_gap_s`` seconds gets a row in ``gaps``. Reconnects back off exponentially
     from ``reconnect_initial_s`` to ``reconnect_max_s``; a connection silent for
     ``silence_timeout_s`` is dropped and recorded as a gap. Raw messages are handed to the graph
     in batches of at most ``batch_max_messages``, held at most ``batch_max_latency_s``.
@@ -298,7 +305,17 @@ class FeedsConfig(_Section):
 
     SECTION: ClassVar[str] = "feeds"
 
+    exchanges: list[str] = field(
+        default_factory=lambda: ["binance", "coinbase", "kraken", "deribit", "bybit"]
+    )
     binance_url: str = ""
+    coinbase_url: str = ""
+    kraken_url: str = ""
+    deribit_url: str = ""
+    bybit_url: str = ""
+    deribit_currencies: list[str] = field(default_factory=lambda: ["BTC", "ETH"])
+    deribit_max_channels: int = 500
+    silence_gap_s: float = 10.0
     reconnect_initial_s: float = 0.5
     reconnect_max_s: float = 30.0
     silence_timeout_s: float = 15.0
@@ -306,13 +323,24 @@ class FeedsConfig(_Section):
     batch_max_latency_s: float = 0.05
 
     def _validate(self) -> None:
-        if self.binance_url and not self.binance_url.startswith(("ws://", "wss://")):
+        unknown = [e for e in self.exchanges if e not in KNOWN_EXCHANGES]
+        if unknown or not self.exchanges:
             self._fail(
-                "binance_url",
-                f"must be a ws:// or wss:// URL (or empty for the embedded simulator), got {self.binance_url!r}",
+                "exchanges",
+                f"must name one or more of {', '.join(KNOWN_EXCHANGES)}, got {self.exchanges!r}",
             )
+        for exchange in KNOWN_EXCHANGES:
+            url = getattr(self, f"{exchange}_url")
+            if url and not url.startswith(("ws://", "wss://")):
+                self._fail(
+                    f"{exchange}_url",
+                    f"must be a ws:// or wss:// URL (or empty for the embedded simulator), got {url!r}",
+                )
+        if not 1 <= self.deribit_max_channels <= 500:
+            self._fail("deribit_max_channels", f"must be between 1 and 500, got {self.deribit_max_channels!r}")
         self._require_positive(
-            "reconnect_initial_s", "reconnect_max_s", "silence_timeout_s", "batch_max_latency_s"
+            "reconnect_initial_s", "reconnect_max_s", "silence_timeout_s", "batch_max_latency_s",
+            "silence_gap_s",
         )
         if self.batch_max_messages < 1:
             self._fail("batch_max_messages", f"must be >= 1, got {self.batch_max_messages!r}")

@@ -1,18 +1,23 @@
 """The hedgeflow graph, assembled in one builder.
 
 ```
-raw batches ─► normalize ─► validate ─┬─► quarantine ────────────────┐
-                                      ├─► trades ────────────────────┤
-                                      └─► quotes ─┬──────────────────┼─► DuckDB writer ─► commits ─► ledger
-clock ticks ─────────────────────────────────────┴─► median oracle ─┤
-   └─────────────────────────────────────────────────────────────────┘ (time-based flush)
+raw batches ─► normalize (per-exchange adapters) ─► validate ─┬─► quarantine ──────────────┐
+                                                              ├─► trades, option tickers,   │
+                                                              │   book updates, funding,    ├─► DuckDB writer ─► commits ─► ledger
+                                                              │   index prices ─────────────┤
+                                                              ├─► quotes ─┬─────────────────┤
+                                                              │           └─► median oracle ┤
+                                                              └─► sequence gaps ─┐          │
+connection health ─► connection gaps ────────────────────────────────────────────┼─► gaps ─┤
+clock ticks ─► oracle timer, silent-instrument check, time-based flush ───────────┘         │
 ```
 
-Sources (websockets live, a capture file in replay) emit ``RawBatch``es into ``raw``; a clock-driven
-timer emits the time into ``ticks``, which publishes oracle prices even when no quote arrives (so a
-silent feed turns the oracle "halted") and flushes the writer on time. Every node is synchronous,
-so one emit into ``raw`` runs the whole graph to the database before it returns. The same graph
-serves live runs, replay and backtests: only the sources and the clock differ.
+Sources (websockets live, capture files in replay) emit ``RawBatch``es into ``raw`` and
+``ConnectionEvent``s into ``health``; a clock-driven timer emits the time into ``ticks``, which
+publishes oracle prices even when no quote arrives (so a silent feed turns the oracle "halted"),
+finds silent instruments, and flushes the writer on time. Every node is synchronous, so one emit
+into ``raw`` runs the whole graph to the database before it returns. The same graph serves live
+runs, replay and backtests: only the sources and the clock differ.
 """
 
 from __future__ import annotations
@@ -22,12 +27,17 @@ from operator import attrgetter
 
 from streamz import Stream
 
-from dataflows.adapters import normalize
+from dataflows.adapters import AdapterSet
 from dataflows.clock import Clock
 from dataflows.ledger import Ledger
-from dataflows.nodes import validate
+from dataflows.nodes import Validator
+from models.gaps import ConnectionGaps, InstrumentSilence
 from models.oracle import MedianOracle
+from models.records import DATA_BATCHES
 from storage.writer import Commit, DuckDBWriter
+
+# Instruments watched for silence: the liquid spot and perpetual books, not every option.
+_SILENCE_WATCHED = ("quotes", "trades")
 
 
 @dataclass
@@ -35,66 +45,112 @@ class Graph:
     """The graph's entry points, its named streams, and the state its nodes keep."""
 
     raw: Stream
+    health: Stream
     ticks: Stream
     normalized: Stream
-    quotes: Stream
-    trades: Stream
+    validated: Stream
+    data: dict[str, Stream]
     quarantine: Stream
     oracle_prices: Stream
+    gaps: Stream
     commits: Stream
+    adapters: AdapterSet
     ledger: Ledger
     oracle: MedianOracle
     writer: DuckDBWriter
     clock: Clock
+    connection_gaps: ConnectionGaps
+    silence: InstrumentSilence
+
+    @property
+    def quotes(self) -> Stream:
+        return self.data["quotes"]
+
+    @property
+    def trades(self) -> Stream:
+        return self.data["trades"]
 
     def tick(self) -> None:
         """Emit the clock's time into the graph (what a periodic timer does)."""
         self.ticks.emit(self.clock.now())
 
     def close(self) -> None:
-        """Flush and close the database; the ledger then holds final, committed counts."""
+        """Record gaps still open, flush and close the database; the ledger then holds final,
+        committed counts."""
+        now = self.clock.now()
+        open_gaps = self.connection_gaps.close(now) + self.silence.close(now)
+        if open_gaps:
+            self.gaps.emit(open_gaps)
         commit = self.writer.close()
         if commit is not None:
             self.commits.emit(commit)
 
 
-def build_graph(*, clock: Clock, writer: DuckDBWriter, oracle: MedianOracle) -> Graph:
+def build_graph(
+    *, clock: Clock, writer: DuckDBWriter, oracle: MedianOracle, silence_limit_s: float = 10.0
+) -> Graph:
     now = clock.now
     ledger = Ledger()
+    adapters = AdapterSet()
+    connection_gaps = ConnectionGaps()
+    silence = InstrumentSilence(silence_limit_s)
 
     raw = Stream(stream_name="raw batches")
+    health = Stream(stream_name="connection health")
     ticks = Stream(stream_name="clock ticks")
 
-    normalized = raw.map(normalize, stream_name="normalize")
-    validated = normalized.map(validate, stream_name="validate")
+    normalized = raw.map(adapters.normalize, stream_name="normalize")
+    validated = normalized.map(Validator(), stream_name="validate")
     quarantine = validated.map(attrgetter("quarantine")).filter(len)
-    trades = validated.map(attrgetter("trades")).filter(len)
-    quotes = validated.map(attrgetter("quotes")).filter(len)
+    data = {
+        table: validated.map(attrgetter(table), stream_name=table).filter(len)
+        for table in DATA_BATCHES
+    }
 
     def oracle_on_quotes(batch):
         oracle.update(batch)
         return oracle.publish(now())
 
     oracle_prices = Stream.union(
-        quotes.map(oracle_on_quotes, stream_name="median oracle"),
+        data["quotes"].map(oracle_on_quotes, stream_name="median oracle"),
         ticks.map(oracle.publish),
         stream_name="oracle prices",
     ).filter(len)
 
+    def silence_on_data(batch):
+        return silence.on_data(batch.exchange, batch.instrument, batch.asset, batch.event_ts)
+
+    def silence_on_tick(ts):
+        silence.check(ts)
+        return []
+
+    gaps = Stream.union(
+        validated.map(attrgetter("gaps")),
+        health.map(connection_gaps.on_event, stream_name="connection gaps"),
+        *(data[t].map(silence_on_data) for t in _SILENCE_WATCHED),
+        ticks.map(silence_on_tick, stream_name="silent instruments"),
+        stream_name="gaps",
+    ).filter(len)
+
     commits = Stream.union(
         quarantine.map(lambda records: writer.append_quarantine(records, now())),
-        trades.map(lambda batch: writer.append_trades(batch, now())),
-        quotes.map(lambda batch: writer.append_quotes(batch, now())),
+        *(
+            data[table].map(lambda batch, t=table: writer.append(t, batch, now()))
+            for table in DATA_BATCHES
+        ),
         oracle_prices.map(lambda prices: writer.append_oracle_prices(prices, now())),
+        gaps.map(lambda g: writer.append_gaps(g, now())),
         ticks.map(writer.maybe_flush),
         stream_name="commits",
     ).filter(lambda c: isinstance(c, Commit))
 
-    normalized.sink(ledger.on_normalized)
+    validated.sink(ledger.on_validated)
+    gaps.sink(ledger.on_gaps)
     commits.sink(ledger.on_commit)
 
     return Graph(
-        raw=raw, ticks=ticks, normalized=normalized, quotes=quotes, trades=trades,
-        quarantine=quarantine, oracle_prices=oracle_prices, commits=commits,
-        ledger=ledger, oracle=oracle, writer=writer, clock=clock,
+        raw=raw, health=health, ticks=ticks, normalized=normalized, validated=validated,
+        data=data, quarantine=quarantine, oracle_prices=oracle_prices, gaps=gaps,
+        commits=commits, adapters=adapters, ledger=ledger, oracle=oracle, writer=writer,
+        clock=clock, connection_gaps=connection_gaps, silence=silence,
     )

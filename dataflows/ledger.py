@@ -1,57 +1,85 @@
-"""Message accounting: every message read is stored, quarantined, control or ignored.
+"""Message accounting: every message read has one verdict, and every row made is committed.
 
-Counts per exchange. ``messages``, ``control`` and ``ignored`` are known when a batch is
-normalized; ``trades``, ``quotes`` and ``quarantined`` only when the writer's transaction commits,
-so until a flush some messages are ``pending``. After the final flush ``pending`` is zero and
+Per exchange:
 
-    messages == trades + quotes + option_tickers + book_updates + control + ignored + quarantined
-
-which ``reconciles()`` checks and the tests assert.
+- ``messages``: messages read; each has exactly one verdict: ``data`` (it produced records),
+  ``control`` (acks, heartbeats, status), ``ignored`` (channels hedgeflow does not use) or
+  ``quarantined`` (refused with a reason, kept raw in the ``quarantine`` table). Verdicts are final
+  once a batch is validated, so ``messages == data + control + ignored + quarantined`` always.
+- ``trades``, ``quotes``, ``option_tickers``, ``book_updates``, ``funding``, ``index_prices``,
+  ``gaps``: rows committed to those tables. One message may make many rows (a Coinbase snapshot,
+  a Deribit trades list), so these count records, not messages. They grow only when the writer's
+  transaction commits.
+- ``pending``: rows made (including quarantine and gap rows) but not yet committed. After the
+  final flush it is zero, and ``reconciles()`` checks both conditions.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
-from models.records import NormalizedBatch
+from models.records import DATA_BATCHES, NormalizedBatch
 from storage.writer import Commit
 
-FIELDS = (
-    "messages", "trades", "quotes", "option_tickers", "book_updates",
-    "control", "ignored", "quarantined", "gaps",
-)
-_STORED_TABLES = {"trades": "trades", "quotes": "quotes", "quarantine": "quarantined"}
+VERDICTS = ("data", "control", "ignored", "quarantined")
+ROW_TABLES = (*DATA_BATCHES, "gaps")
+FIELDS = ("messages", *VERDICTS, *ROW_TABLES)
+# Tables whose committed rows the ledger counts, and the field each counts under.
+_COMMITTED = {**{t: t for t in ROW_TABLES}, "quarantine": "quarantined_rows"}
 
 
 class Ledger:
     def __init__(self) -> None:
-        self._counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(FIELDS, 0))
+        self._counts: dict[str, Counter] = defaultdict(Counter)
+        self._made: dict[str, Counter] = defaultdict(Counter)
+        self._committed: dict[str, Counter] = defaultdict(Counter)
 
-    def on_normalized(self, batch: NormalizedBatch) -> None:
+    def on_validated(self, batch: NormalizedBatch) -> None:
+        """Count the verdicts of a validated batch and the rows it hands to the writer."""
         c = self._counts[batch.exchange]
+        quarantined = len(batch.quarantine)
         c["messages"] += batch.n_messages
         c["control"] += batch.n_control
         c["ignored"] += batch.n_ignored
+        c["quarantined"] += quarantined
+        c["data"] += batch.n_messages - batch.n_control - batch.n_ignored - quarantined
+        made = self._made[batch.exchange]
+        for table, rows in batch.data().items():
+            made[table] += len(rows)
+        made["quarantined_rows"] += quarantined
+
+    def on_gaps(self, gaps) -> None:
+        for g in gaps:
+            self._made[g.exchange]["gaps"] += 1
 
     def on_commit(self, commit: Commit) -> None:
         for table, per_exchange in commit.rows.items():
-            key = _STORED_TABLES.get(table)
+            key = _COMMITTED.get(table)
             if key is None:
-                continue
+                continue  # oracle prices: not an exchange's rows
             for exchange, rows in per_exchange.items():
-                self._counts[exchange][key] += rows
+                self._committed[exchange][key] += rows
 
     def pending(self, exchange: str) -> int:
-        c = self._counts[exchange]
-        return c["messages"] - sum(c[k] for k in FIELDS if k not in ("messages", "gaps"))
+        made, done = self._made[exchange], self._committed[exchange]
+        return sum(made[k] - done[k] for k in made)
 
     def reconciles(self) -> bool:
-        return all(self.pending(e) == 0 for e in self._counts)
+        for exchange, c in self._counts.items():
+            if c["messages"] != sum(c[v] for v in VERDICTS) or self.pending(exchange):
+                return False
+        return all(self.pending(e) == 0 for e in self._made)
 
     def snapshot(self) -> dict:
-        """``{"exchanges": {name: counts}, "total": counts}`` with ``pending`` per exchange."""
-        exchanges = {
-            e: {**c, "pending": self.pending(e)} for e, c in sorted(self._counts.items())
-        }
-        total = {k: sum(c[k] for c in exchanges.values()) for k in (*FIELDS, "pending")}
+        """``{"exchanges": {name: counts}, "total": counts}``; counts have every field of
+        ``FIELDS`` plus ``pending``."""
+        exchanges = {}
+        for e in sorted(set(self._counts) | set(self._made)):
+            c = self._counts[e]
+            row = {k: c[k] for k in ("messages", *VERDICTS)}
+            row.update({t: self._committed[e][t] for t in ROW_TABLES})
+            row["pending"] = self.pending(e)
+            exchanges[e] = row
+        keys = (*FIELDS, "pending")
+        total = {k: sum(r[k] for r in exchanges.values()) for k in keys}
         return {"exchanges": exchanges, "total": total}

@@ -6,30 +6,65 @@ from dataclasses import replace
 
 import numpy as np
 
+from models.dedup import RecentKeys
 from models.records import NormalizedBatch, QuarantineRecord
-from models.validation import quote_rejections, trade_rejections
+from models.validation import rejections
 
 
-def _rejected(batch, reasons: np.ndarray, exchange: str) -> list[QuarantineRecord]:
-    bad = np.flatnonzero(reasons != "")
-    return [
-        QuarantineRecord(exchange, float(batch.receive_ts[i]), f"invalid: {reasons[i]}", batch.raw[i])
-        for i in bad
-    ]
+class Validator:
+    """Apply the tick validation rules and refuse repeated trades, message by message.
+
+    A message is one verdict: if any row it produced breaks a rule, the whole message moves to
+    ``quarantine`` with the first reason (its raw text is kept there, so nothing is lost and no
+    message is half-stored). A trade already received (same exchange, instrument and trade id) is
+    refused the same way, with the reason "duplicate trade".
+    """
+
+    def __init__(self, dedup_capacity: int = 1_000_000) -> None:
+        self.recent_trades = RecentKeys(dedup_capacity)
+
+    def __call__(self, batch: NormalizedBatch) -> NormalizedBatch:
+        data = batch.data()
+        if not data:
+            return batch
+        bad: dict[int, tuple[float, str, str]] = {}  # msg_index -> (receive_ts, reason, raw)
+
+        def refuse(b, mask: np.ndarray, reasons) -> None:
+            for i in np.flatnonzero(mask):
+                m = int(b.msg_index[i])
+                if m not in bad:
+                    bad[m] = (float(b.receive_ts[i]), str(reasons[i]), b.raw[i])
+
+        for name, b in data.items():
+            reasons = rejections(name, b)
+            refuse(b, reasons != "", [f"invalid: {r}" for r in reasons])
+
+        trades = data.get("trades")
+        if trades is not None:
+            keys = list(zip(trades.exchange.tolist(), trades.instrument.tolist(), trades.trade_id.tolist()))
+            kept = ~np.isin(trades.msg_index, list(bad)) if bad else np.ones(len(trades), bool)
+            duplicate = self.recent_trades.seen(k for k, ok in zip(keys, kept) if ok)
+            dup_mask = np.zeros(len(trades), dtype=bool)
+            dup_mask[np.flatnonzero(kept)] = duplicate
+            refuse(trades, dup_mask, ["duplicate trade: already received"] * len(trades))
+            still_kept = ~np.isin(trades.msg_index, list(bad)) if bad else kept
+            self.recent_trades.add(k for k, ok in zip(keys, still_kept) if ok)
+
+        if not bad:
+            return batch
+        refused = np.fromiter(bad, dtype=np.int64)
+        changes = {
+            name: b.take(~np.isin(b.msg_index, refused)) for name, b in data.items()
+        }
+        quarantine = tuple(
+            QuarantineRecord(batch.exchange, ts, reason, raw)
+            for ts, reason, raw in (bad[m] for m in sorted(bad))
+        )
+        return replace(batch, quarantine=batch.quarantine + quarantine, **changes)
 
 
 def validate(batch: NormalizedBatch) -> NormalizedBatch:
-    """Apply the tick validation rules; rows that fail move to ``quarantine`` with the reason."""
-    q_reasons = quote_rejections(batch.quotes)
-    t_reasons = trade_rejections(batch.trades)
-    if not (q_reasons != "").any() and not (t_reasons != "").any():
-        return batch
-    rejected = _rejected(batch.quotes, q_reasons, batch.exchange) + _rejected(
-        batch.trades, t_reasons, batch.exchange
-    )
-    return replace(
-        batch,
-        quotes=batch.quotes.take(q_reasons == ""),
-        trades=batch.trades.take(t_reasons == ""),
-        quarantine=batch.quarantine + tuple(rejected),
-    )
+    """Validate with a fresh validator (no memory of earlier trades): for tests and one-offs."""
+    return Validator()(batch)
+
+

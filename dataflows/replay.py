@@ -4,7 +4,11 @@ A capture is a text file with one received message per line as ``<epoch seconds>
 (the format of ../shared/data/recorded, written by cryptofeed). Lines of any other shape are
 connection notes (``<url> <-> <epoch>``, sent requests, HTTP bodies) and are skipped, not counted
 as messages. The exchange is named by the file name's first dot-separated part
-(``BINANCE.ws.1.0`` → ``binance``) unless given.
+(``BINANCE.ws.1.0`` → ``binance``, ``deribit_ws_ticker_100ms.json`` → ``deribit``) unless given.
+A ``.json`` file holding one pretty-printed message (as the single Deribit samples) is one message;
+its receive time is the newest ``timestamp`` (ms) inside it, or 0 when it has none, so it sorts
+first. A directory stands for the files in it. Files with no message lines (a licence, notes) are
+reported as skipped, not counted.
 
 Several captures are merged in timestamp order, so a replay of five exchanges' files sees the
 messages interleaved as they were received. Messages are grouped into batches the way the live
@@ -16,11 +20,13 @@ from __future__ import annotations
 
 import heapq
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 from dataflows.clock import SimulatedClock
 from dataflows.config import HedgeflowError
@@ -38,7 +44,42 @@ class CaptureLine:
 
 
 def exchange_of(path: str | os.PathLike) -> str:
-    return Path(path).name.split(".", 1)[0].lower()
+    return re.split(r"[._]", Path(path).name, maxsplit=1)[0].lower()
+
+
+def expand_paths(paths: list[str | os.PathLike]) -> list[Path]:
+    """Files named, and the files of directories named (sorted); missing paths are an error."""
+    out: list[Path] = []
+    for path in paths:
+        p = Path(path)
+        if p.is_dir():
+            out.extend(sorted(f for f in p.iterdir() if f.is_file()))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise HedgeflowError(
+                f"capture file not found: {path}. Give the path of a capture such as "
+                "../shared/data/recorded/BINANCE.ws.1.0, or a directory of captures"
+            )
+    return out
+
+
+def _newest_timestamp_ms(obj) -> float | None:
+    found = []
+
+    def walk(o):
+        if isinstance(o, dict):
+            for k, v in o.items():
+                if k == "timestamp" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    found.append(float(v))
+                else:
+                    walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+
+    walk(obj)
+    return max(found) if found else None
 
 
 def read_capture(path: str | os.PathLike, exchange: str | None = None) -> Iterator[CaptureLine]:
@@ -50,6 +91,15 @@ def read_capture(path: str | os.PathLike, exchange: str | None = None) -> Iterat
             "../shared/data/recorded/BINANCE.ws.1.0"
         )
     name = exchange or exchange_of(p)
+    if p.suffix == ".json":
+        try:
+            message = orjson.loads(p.read_bytes())
+        except orjson.JSONDecodeError:
+            return  # not a single JSON message: nothing to replay
+        ts_ms = _newest_timestamp_ms(message)
+        yield CaptureLine(ts_ms / 1e3 if ts_ms is not None else 0.0, name,
+                          orjson.dumps(message).decode())
+        return
     with p.open("r", encoding="utf-8", errors="replace") as f:
         for line in f:
             head, sep, body = line.rstrip("\r\n").partition(": ")
@@ -106,14 +156,14 @@ def replay_to_db(
     flush_rows: int = 10_000, flush_interval_s: float = 1.0,
 ) -> dict:
     """Replay captures into the DuckDB file ``db_path``; the counts, as ``hedgeflow replay`` prints."""
-    for p in paths:
-        if not Path(p).is_file():
-            raise HedgeflowError(f"capture file not found: {p}")
+    files = expand_paths(paths)
+    skipped = [str(f) for f in files if next(iter(read_capture(f)), None) is None]
+    captures = [f for f in files if str(f) not in skipped]
     clock = SimulatedClock()
     graph = build_graph(
         clock=clock,
         writer=DuckDBWriter(db_path, capacity_rows=flush_rows, flush_interval_s=flush_interval_s),
         oracle=MedianOracle(oracle_config),
     )
-    counts = run_replay(graph, clock, list(paths))
-    return {**counts, "db": str(db_path), "captures": [str(p) for p in paths]}
+    counts = run_replay(graph, clock, captures)
+    return {**counts, "db": str(db_path), "captures": [str(p) for p in captures], "skipped": skipped}

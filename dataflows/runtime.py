@@ -93,6 +93,7 @@ class Pipeline:
             silence_timeout_s=cfg.feeds.silence_timeout_s,
         )
         source.connect(self.graph.raw)
+        source.health.connect(self.graph.health)
         self.sources.append(source)
         for s in self.sources:
             s.stopped = False  # we own the task (streamz's start() would give us no handle)

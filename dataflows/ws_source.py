@@ -5,10 +5,15 @@ this source is a client: ``run()`` reads ``websockets.connect(...)`` and awaits 
 batch, which is the graph's backpressure. Messages are gathered into a batch until it holds
 ``batch_max_messages`` or its first message has waited ``batch_max_latency_s``.
 
+What to say on the connection comes from a ``FeedProtocol`` (dataflows/adapters/base.py): its
+subscriptions after every (re)connect, its replies to heartbeats, the requests its adapter queues
+(a re-subscribe after a book gap), and a keep-alive ping where the exchange wants one.
+
 Connections are kept up forever by default: on a close, an error or a silence longer than
 ``silence_timeout_s`` the source reconnects with exponential backoff and full jitter
-(``reconnect_initial_s`` doubling up to ``reconnect_max_s``), and sends its subscription messages
-again. Each connection and each drop is logged; ``connects`` and ``disconnects`` count them.
+(``reconnect_initial_s`` doubling up to ``reconnect_max_s``), and subscribes again. Each
+connection, drop and silence is logged, counted (``connects``, ``disconnects``, ``silences``) and
+emitted as a ``ConnectionEvent`` on ``health``, which the graph turns into rows of ``gaps``.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ import streamz
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
+from dataflows.adapters.base import FeedProtocol
 from dataflows.clock import Clock, WallClock
 from dataflows.logs import log_event
-from models.records import RawBatch
+from models.records import ConnectionEvent, RawBatch
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +38,11 @@ log = logging.getLogger(__name__)
 class WebsocketSource(streamz.Source):
     def __init__(
         self,
-        url: str,
+        protocol: FeedProtocol | str,
         exchange: str,
         *,
         clock: Clock | None = None,
-        subscribe: tuple[str, ...] = (),
+        name: str | None = None,
         batch_max_messages: int = 1000,
         batch_max_latency_s: float = 0.05,
         reconnect_initial_s: float = 0.5,
@@ -46,10 +52,10 @@ class WebsocketSource(streamz.Source):
         seed: int | None = None,
         **kwargs,
     ) -> None:
-        self.url = url
+        self.protocol = FeedProtocol(protocol) if isinstance(protocol, str) else protocol
         self.exchange = exchange
+        self.name = name or exchange
         self.clock = clock or WallClock()
-        self.subscribe_messages = tuple(subscribe)
         self.batch_max_messages = batch_max_messages
         self.batch_max_latency_s = batch_max_latency_s
         self.reconnect_initial_s = reconnect_initial_s
@@ -58,7 +64,9 @@ class WebsocketSource(streamz.Source):
         self.max_reconnects = max_reconnects
         self.connects = 0
         self.disconnects = 0
+        self.silences = 0
         self.received = 0
+        self.health = streamz.Stream(stream_name=f"{self.name} health")
         self.connected = asyncio.Event()
         self._rng = random.Random(seed)
         super().__init__(**kwargs)
@@ -67,27 +75,37 @@ class WebsocketSource(streamz.Source):
         cap = min(self.reconnect_max_s, self.reconnect_initial_s * 2 ** max(failures - 1, 0))
         return self._rng.uniform(0, cap)  # full jitter: reconnecting clients do not stampede
 
+    @property
+    def url(self) -> str:
+        return self.protocol.url()
+
+    def _event(self, kind: str, detail: str = "") -> None:
+        self.health.emit(ConnectionEvent(self.exchange, self.name, kind, self.clock.now(), detail))
+
     async def run(self) -> None:
         failures = 0
         while not self.stopped:
+            self._silent = False
             try:
                 async with connect(self.url, max_size=2**24, open_timeout=10) as ws:
                     self.connects += 1
                     failures = 0
                     self.connected.set()
                     log_event(log, logging.INFO, "connected", exchange=self.exchange, url=self.url)
-                    for message in self.subscribe_messages:
+                    self._event("connected", self.url)
+                    for message in self.protocol.on_open():
                         await ws.send(message)
                     await self._read(ws)
                     if self.stopped:
                         break
-                    reason = "closed by peer"
+                    reason = "silent" if self._silent else "closed by peer"
             except (OSError, WebSocketException, asyncio.TimeoutError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             self.connected.clear()
             if self.stopped:
                 break
             self.disconnects += 1
+            self._event("disconnected", reason)
             failures += 1
             if self.max_reconnects is not None and failures > self.max_reconnects:
                 log_event(log, logging.ERROR, "giving up", exchange=self.exchange, reason=reason)
@@ -119,8 +137,11 @@ class WebsocketSource(streamz.Source):
                 self._times.append(self.clock.now())
                 self._messages.append(message)
                 self.received += 1
+                for reply in self.protocol.on_message(message):
+                    await ws.send(reply)
                 if len(self._messages) >= self.batch_max_messages:
                     await self._flush()
+                    await self._send_queued(ws)
         except asyncio.CancelledError:
             # Shutting down: what was received is handed on, not lost. The graph's nodes are
             # synchronous, so emitting without awaiting completes before we re-raise.
@@ -135,6 +156,8 @@ class WebsocketSource(streamz.Source):
         loop = asyncio.get_running_loop()
         period = min(self.batch_max_latency_s / 2, self.silence_timeout_s / 4)
         seen = self.received
+        ping_every = self.protocol.ping_interval_s
+        next_ping = loop.time() + ping_every if ping_every else None
         while True:
             await asyncio.sleep(period)
             now = loop.time()
@@ -147,8 +170,19 @@ class WebsocketSource(streamz.Source):
                     log, logging.WARNING, "silent connection, closing",
                     exchange=self.exchange, silence_s=self.silence_timeout_s,
                 )
+                self.silences += 1
+                self._silent = True
+                self._event("silent", f"no message for {self.silence_timeout_s:g} s")
                 await ws.close()
                 return
+            await self._send_queued(ws)
+            if next_ping is not None and now >= next_ping:
+                next_ping = now + ping_every
+                await ws.send(self.protocol.ping_message())
+
+    async def _send_queued(self, ws) -> None:
+        for request in self.protocol.outgoing():
+            await ws.send(request)
 
     def _take_batch(self) -> RawBatch:
         batch = RawBatch(self.exchange, np.asarray(self._times, dtype=np.float64), self._messages)

@@ -184,6 +184,18 @@ class OraclePrice:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectionEvent:
+    """A change in a feed connection's health: "connected", "disconnected" or "silent" (no message
+    within the watchdog's limit). ``connection`` names the connection (its URL or a label)."""
+
+    exchange: str
+    connection: str
+    kind: str
+    ts: float
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Alert:
     """Something an operator should see: a breaker, a rejected source, a stale feed."""
 
@@ -212,8 +224,10 @@ class Batch:
     """Base of columnar batches: every field is a 1-D numpy array of the same length.
 
     Subclasses list their columns and numpy dtypes in ``COLUMNS``. String columns are object
-    arrays. ``raw`` (object) keeps the message each row came from so a row refused downstream can
-    still be quarantined with its original text.
+    arrays. Two columns are bookkeeping, not data, and are not stored: ``raw`` keeps the message
+    each row came from, so a row refused downstream can still be quarantined with its original
+    text, and ``msg_index`` numbers that message within its ``NormalizedBatch``, so all rows of one
+    message share a verdict (two identical messages still count as two).
     """
 
     COLUMNS: ClassVar[dict[str, str]] = {}
@@ -233,7 +247,11 @@ class Batch:
 
     @classmethod
     def from_columns(cls, **columns):
-        """Build from lists or arrays, casting each to its declared dtype."""
+        """Build from lists or arrays, casting each to its declared dtype. Without ``msg_index``,
+        each row is its own message."""
+        if "msg_index" not in columns and columns:
+            n = len(next(iter(columns.values())))
+            columns["msg_index"] = np.arange(n, dtype=np.int64)
         missing = set(cls.COLUMNS) - set(columns)
         if missing:
             raise ValueError(f"{cls.__name__}: missing columns {sorted(missing)}")
@@ -252,7 +270,7 @@ class Batch:
         """Rows selected by a boolean mask or an integer index array."""
         return type(self)(**{name: getattr(self, name)[index] for name in self.COLUMNS})
 
-    def column_dict(self, exclude: tuple[str, ...] = ("raw",)) -> dict[str, np.ndarray]:
+    def column_dict(self, exclude: tuple[str, ...] = ("raw", "msg_index")) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in self.COLUMNS if name not in exclude}
 
 
@@ -266,7 +284,7 @@ def _columns(record_cls, extra: dict[str, str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class TradeBatch(Batch):
-    COLUMNS: ClassVar[dict[str, str]] = _columns(Trade, {"raw": "object"})
+    COLUMNS: ClassVar[dict[str, str]] = _columns(Trade, {"raw": "object", "msg_index": "int64"})
     exchange: np.ndarray = field(default=None)
     instrument: np.ndarray = field(default=None)
     asset: np.ndarray = field(default=None)
@@ -278,11 +296,12 @@ class TradeBatch(Batch):
     size_coin: np.ndarray = field(default=None)
     side: np.ndarray = field(default=None)
     raw: np.ndarray = field(default=None)
+    msg_index: np.ndarray = field(default=None)
 
 
 @dataclass(frozen=True)
 class QuoteBatch(Batch):
-    COLUMNS: ClassVar[dict[str, str]] = _columns(Quote, {"raw": "object"})
+    COLUMNS: ClassVar[dict[str, str]] = _columns(Quote, {"raw": "object", "msg_index": "int64"})
     exchange: np.ndarray = field(default=None)
     instrument: np.ndarray = field(default=None)
     asset: np.ndarray = field(default=None)
@@ -294,6 +313,7 @@ class QuoteBatch(Batch):
     ask: np.ndarray = field(default=None)
     ask_size_coin: np.ndarray = field(default=None)
     raw: np.ndarray = field(default=None)
+    msg_index: np.ndarray = field(default=None)
 
     @property
     def mid(self) -> np.ndarray:
@@ -302,7 +322,7 @@ class QuoteBatch(Batch):
 
 @dataclass(frozen=True)
 class OptionTickerBatch(Batch):
-    COLUMNS: ClassVar[dict[str, str]] = _columns(OptionTicker, {"raw": "object"})
+    COLUMNS: ClassVar[dict[str, str]] = _columns(OptionTicker, {"raw": "object", "msg_index": "int64"})
     exchange: np.ndarray = field(default=None)
     instrument: np.ndarray = field(default=None)
     asset: np.ndarray = field(default=None)
@@ -328,11 +348,12 @@ class OptionTickerBatch(Batch):
     theta: np.ndarray = field(default=None)
     rho: np.ndarray = field(default=None)
     raw: np.ndarray = field(default=None)
+    msg_index: np.ndarray = field(default=None)
 
 
 @dataclass(frozen=True)
 class FundingBatch(Batch):
-    COLUMNS: ClassVar[dict[str, str]] = _columns(Funding, {"raw": "object"})
+    COLUMNS: ClassVar[dict[str, str]] = _columns(Funding, {"raw": "object", "msg_index": "int64"})
     exchange: np.ndarray = field(default=None)
     instrument: np.ndarray = field(default=None)
     asset: np.ndarray = field(default=None)
@@ -343,11 +364,12 @@ class FundingBatch(Batch):
     funding_rate: np.ndarray = field(default=None)
     next_funding_ts: np.ndarray = field(default=None)
     raw: np.ndarray = field(default=None)
+    msg_index: np.ndarray = field(default=None)
 
 
 @dataclass(frozen=True)
 class BookUpdateBatch(Batch):
-    COLUMNS: ClassVar[dict[str, str]] = _columns(BookUpdate, {"raw": "object"})
+    COLUMNS: ClassVar[dict[str, str]] = _columns(BookUpdate, {"raw": "object", "msg_index": "int64"})
     exchange: np.ndarray = field(default=None)
     instrument: np.ndarray = field(default=None)
     asset: np.ndarray = field(default=None)
@@ -359,11 +381,12 @@ class BookUpdateBatch(Batch):
     is_snapshot: np.ndarray = field(default=None)
     sequence: np.ndarray = field(default=None)
     raw: np.ndarray = field(default=None)
+    msg_index: np.ndarray = field(default=None)
 
 
 @dataclass(frozen=True)
 class IndexPriceBatch(Batch):
-    COLUMNS: ClassVar[dict[str, str]] = _columns(IndexPrice, {"raw": "object"})
+    COLUMNS: ClassVar[dict[str, str]] = _columns(IndexPrice, {"raw": "object", "msg_index": "int64"})
     exchange: np.ndarray = field(default=None)
     index_name: np.ndarray = field(default=None)
     asset: np.ndarray = field(default=None)
@@ -371,6 +394,7 @@ class IndexPriceBatch(Batch):
     receive_ts: np.ndarray = field(default=None)
     price_usd: np.ndarray = field(default=None)
     raw: np.ndarray = field(default=None)
+    msg_index: np.ndarray = field(default=None)
 
 
 # USD-like quote currencies hedgeflow treats as USD unless configured otherwise (DESIGN, feeds issue).

@@ -30,9 +30,70 @@ TABLES: dict[str, str] = {
             event_ts      TIMESTAMPTZ NOT NULL,
             receive_ts    TIMESTAMPTZ NOT NULL,
             bid           DOUBLE NOT NULL,
-            bid_size_coin DOUBLE NOT NULL,
+            bid_size_coin DOUBLE,
             ask           DOUBLE NOT NULL,
-            ask_size_coin DOUBLE NOT NULL
+            ask_size_coin DOUBLE
+        )""",
+    "option_tickers": """
+        CREATE TABLE IF NOT EXISTS option_tickers (
+            exchange       VARCHAR NOT NULL,
+            instrument     VARCHAR NOT NULL,
+            asset          VARCHAR NOT NULL,
+            event_ts       TIMESTAMPTZ NOT NULL,
+            receive_ts     TIMESTAMPTZ NOT NULL,
+            expiry_utc     TIMESTAMPTZ NOT NULL,
+            strike_usd     DOUBLE NOT NULL,
+            is_call        BOOLEAN NOT NULL,
+            bid_coin       DOUBLE,
+            bid_size       DOUBLE,
+            ask_coin       DOUBLE,
+            ask_size       DOUBLE,
+            mark_coin      DOUBLE NOT NULL,
+            mark_iv        DOUBLE,
+            bid_iv         DOUBLE,
+            ask_iv         DOUBLE,
+            underlying_usd DOUBLE NOT NULL,
+            index_usd      DOUBLE,
+            open_interest  DOUBLE,
+            delta          DOUBLE,
+            gamma          DOUBLE,
+            vega           DOUBLE,
+            theta          DOUBLE,
+            rho            DOUBLE
+        )""",
+    "book_updates": """
+        CREATE TABLE IF NOT EXISTS book_updates (
+            exchange     VARCHAR NOT NULL,
+            instrument   VARCHAR NOT NULL,
+            asset        VARCHAR NOT NULL,
+            event_ts     TIMESTAMPTZ NOT NULL,
+            receive_ts   TIMESTAMPTZ NOT NULL,
+            side         VARCHAR NOT NULL,
+            price        DOUBLE NOT NULL,
+            size_coin    DOUBLE NOT NULL,
+            is_snapshot  BOOLEAN NOT NULL,
+            sequence     BIGINT NOT NULL
+        )""",
+    "funding": """
+        CREATE TABLE IF NOT EXISTS funding (
+            exchange        VARCHAR NOT NULL,
+            instrument      VARCHAR NOT NULL,
+            asset           VARCHAR NOT NULL,
+            event_ts        TIMESTAMPTZ NOT NULL,
+            receive_ts      TIMESTAMPTZ NOT NULL,
+            mark_usd        DOUBLE NOT NULL,
+            index_usd       DOUBLE,
+            funding_rate    DOUBLE NOT NULL,
+            next_funding_ts TIMESTAMPTZ
+        )""",
+    "index_prices": """
+        CREATE TABLE IF NOT EXISTS index_prices (
+            exchange    VARCHAR NOT NULL,
+            index_name  VARCHAR NOT NULL,
+            asset       VARCHAR NOT NULL,
+            event_ts    TIMESTAMPTZ NOT NULL,
+            receive_ts  TIMESTAMPTZ NOT NULL,
+            price_usd   DOUBLE NOT NULL
         )""",
     "quarantine": """
         CREATE TABLE IF NOT EXISTS quarantine (

@@ -23,7 +23,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from models.records import OraclePrice, QuarantineRecord, QuoteBatch, TradeBatch
+from models.records import DATA_BATCHES, Gap, OraclePrice, QuarantineRecord, QuoteBatch, TradeBatch
 from storage.schema import create_schema
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -35,25 +35,56 @@ _MAX_ABS_TS_S = 9.2e12
 
 
 def _ts_array(seconds) -> pa.Array:
+    """Epoch seconds → TIMESTAMPTZ (UTC, µs); NaN → NULL (a time the venue did not give)."""
     s = np.asarray(seconds, dtype=np.float64)
-    if s.size and not (np.abs(s) < _MAX_ABS_TS_S).all():
-        raise ValueError(f"timestamp out of range (epoch seconds): {s[~(np.abs(s) < _MAX_ABS_TS_S)][:3]}")
-    return pa.array(np.round(s * 1e6).astype(np.int64), type=pa.int64()).cast(_TS)
+    missing = np.isnan(s)
+    if s.size and not (np.abs(s[~missing]) < _MAX_ABS_TS_S).all():
+        bad = s[~missing][~(np.abs(s[~missing]) < _MAX_ABS_TS_S)]
+        raise ValueError(f"timestamp out of range (epoch seconds): {bad[:3]}")
+    us = np.round(np.where(missing, 0.0, s) * 1e6).astype(np.int64)
+    return pa.array(us, type=pa.int64(), mask=missing if missing.any() else None).cast(_TS)
 
 
-def _batch_table(batch, ts_columns: tuple[str, ...]) -> pa.Table:
-    cols = {}
-    for name, values in batch.column_dict().items():
-        cols[name] = _ts_array(values) if name in ts_columns else pa.array(values)
-    return pa.table(cols)
+# Columns of the data batches that hold times (epoch seconds in memory, TIMESTAMPTZ on disk).
+TIME_COLUMNS = frozenset({"event_ts", "receive_ts", "expiry_utc", "next_funding_ts"})
+
+
+def batch_table(batch) -> pa.Table:
+    """Any data batch (``models.records.DATA_BATCHES``) as an Arrow table ready for DuckDB.
+
+    A NaN number is a value the venue did not give (no bid on an option, no size on an old
+    Coinbase ticker) and is stored as NULL.
+    """
+    return pa.table(
+        {
+            name: _ts_array(values)
+            if name in TIME_COLUMNS
+            else pa.array(values, from_pandas=values.dtype.kind == "f")
+            for name, values in batch.column_dict().items()
+        }
+    )
 
 
 def quotes_table(batch: QuoteBatch) -> pa.Table:
-    return _batch_table(batch, ("event_ts", "receive_ts"))
+    return batch_table(batch)
 
 
 def trades_table(batch: TradeBatch) -> pa.Table:
-    return _batch_table(batch, ("event_ts", "receive_ts"))
+    return batch_table(batch)
+
+
+def gaps_table(gaps: list[Gap]) -> pa.Table:
+    return pa.table(
+        {
+            "exchange": pa.array([g.exchange for g in gaps], pa.string()),
+            "instrument": pa.array([g.instrument for g in gaps], pa.string()),
+            "kind": pa.array([g.kind for g in gaps], pa.string()),
+            "start_ts": _ts_array([g.start_ts for g in gaps]),
+            "end_ts": _ts_array([g.end_ts for g in gaps]),
+            "missing": pa.array([g.missing for g in gaps], pa.int64()),
+            "detail": pa.array([g.detail for g in gaps], pa.string()),
+        }
+    )
 
 
 def quarantine_table(records: list[QuarantineRecord]) -> pa.Table:
@@ -132,11 +163,21 @@ class DuckDBWriter:
             return self.flush()
         return None
 
+    def append(self, table: str, batch, now: float) -> Commit | None:
+        """Buffer a data batch for ``table`` (a key of ``models.records.DATA_BATCHES``)."""
+        if table not in DATA_BATCHES:
+            raise ValueError(f"not a data table: {table!r}")
+        return self._append(table, batch_table(batch), batch.exchange.tolist(), now)
+
     def append_quotes(self, batch: QuoteBatch, now: float) -> Commit | None:
-        return self._append("quotes", quotes_table(batch), batch.exchange.tolist(), now)
+        return self.append("quotes", batch, now)
 
     def append_trades(self, batch: TradeBatch, now: float) -> Commit | None:
-        return self._append("trades", trades_table(batch), batch.exchange.tolist(), now)
+        return self.append("trades", batch, now)
+
+    def append_gaps(self, gaps, now: float) -> Commit | None:
+        gaps = list(gaps)
+        return self._append("gaps", gaps_table(gaps), [g.exchange for g in gaps], now)
 
     def append_quarantine(self, records, now: float) -> Commit | None:
         records = list(records)

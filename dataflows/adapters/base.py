@@ -65,12 +65,13 @@ class BatchBuilder:
         self.n_ignored += 1
 
     def add(self, table: str, **values: Any) -> None:
-        """One row of ``table`` for the current message; exchange, receive_ts and raw are filled
-        in. Every other column of the table must be given."""
+        """One row of ``table`` for the current message; exchange, receive_ts, raw and msg_index
+        are filled in. Every other column of the table must be given."""
         cols = self._cols[table]
         values.setdefault("receive_ts", self.receive_ts)
         values["exchange"] = self.exchange
         values["raw"] = self.raw
+        values["msg_index"] = self.n_messages - 1
         if len(values) != len(cols):
             missing = sorted(set(cols) - set(values))
             extra = sorted(set(values) - set(cols))
@@ -205,6 +206,8 @@ class FeedProtocol:
     """
 
     exchange: str = ""
+    #: send ``ping_message()`` this often (seconds); None: the exchange needs no keep-alive.
+    ping_interval_s: float | None = None
 
     def __init__(self, url: str) -> None:
         self._url = url
@@ -218,6 +221,9 @@ class FeedProtocol:
 
     def on_message(self, raw: str) -> list[str]:
         return []
+
+    def ping_message(self) -> str:
+        raise NotImplementedError(f"{type(self).__name__} sets ping_interval_s but no ping_message")
 
     def queue(self, request: str) -> None:
         self._queue.append(request)
