@@ -34,6 +34,9 @@ from models.records import ConnectionEvent, RawBatch
 
 log = logging.getLogger(__name__)
 
+# A closing handshake with a peer that is busy sending can take its full timeout: keep shutdown short.
+CLOSE_TIMEOUT_S = 1.0
+
 
 class WebsocketSource(streamz.Source):
     def __init__(
@@ -87,7 +90,9 @@ class WebsocketSource(streamz.Source):
         while not self.stopped:
             self._silent = False
             try:
-                async with connect(self.url, max_size=2**24, open_timeout=10) as ws:
+                async with connect(
+                    self.url, max_size=2**24, open_timeout=10, close_timeout=CLOSE_TIMEOUT_S
+                ) as ws:
                     self.connects += 1
                     failures = 0
                     self.connected.set()
@@ -142,6 +147,9 @@ class WebsocketSource(streamz.Source):
                 if len(self._messages) >= self.batch_max_messages:
                     await self._flush()
                     await self._send_queued(ws)
+                    # recv() returns without suspending while frames are queued, so a busy feed
+                    # would starve every other task (timers, the dashboards): yield once a batch.
+                    await asyncio.sleep(0)
         except asyncio.CancelledError:
             # Shutting down: what was received is handed on, not lost. The graph's nodes are
             # synchronous, so emitting without awaiting completes before we re-raise.

@@ -147,3 +147,113 @@ class GbmJumpPath:
         """Advance the mid by ``dt_s`` seconds and return the new mid."""
         self._log_price += float(log_increments(self.params, dt_s, 1, self._rng)[0])
         return self.price
+
+
+# --------------------------------------------------------------------------- mean reversion
+
+
+def ou_step(x: float | np.ndarray, mean: float, half_life_s: float, stdev: float, dt_s: float,
+            z: float | np.ndarray) -> float | np.ndarray:
+    """One exact step of an Ornstein-Uhlenbeck process over ``dt_s`` seconds.
+
+    ``stdev`` is the *stationary* standard deviation and ``half_life_s`` the time for the expected
+    distance to ``mean`` to halve, so ``x_{t+dt} = mean + (x_t - mean) a + stdev sqrt(1 - a^2) z``
+    with ``a = 2^(-dt / half_life)`` and ``z`` standard normal: exact at any step size, and
+    stationary when started from Normal(mean, stdev^2).
+    """
+    if not (math.isfinite(dt_s) and dt_s >= 0.0):
+        raise ValueError(f"dt_s must be finite and >= 0, got {dt_s!r}")
+    if not half_life_s > 0.0:
+        raise ValueError(f"half_life_s must be > 0, got {half_life_s!r}")
+    a = 2.0 ** (-dt_s / half_life_s)
+    return mean + (x - mean) * a + stdev * math.sqrt(max(0.0, 1.0 - a * a)) * z
+
+
+@dataclass(frozen=True)
+class OUParams:
+    """A mean-reverting quantity: long-run ``mean``, stationary ``stdev``, ``half_life_s``."""
+
+    mean: float
+    stdev: float
+    half_life_s: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.mean) and math.isfinite(self.stdev) and self.stdev >= 0.0):
+            raise ValueError(f"mean must be finite and stdev finite and >= 0, got {self!r}")
+        if not (math.isfinite(self.half_life_s) and self.half_life_s > 0.0):
+            raise ValueError(f"half_life_s must be finite and > 0, got {self.half_life_s!r}")
+
+
+class OUProcess:
+    """A streaming Ornstein-Uhlenbeck path; starts from a draw of its stationary law (or
+    ``start``). Owns its generator, like ``GbmJumpPath``."""
+
+    def __init__(self, params: OUParams, rng: np.random.Generator,
+                 start: float | None = None) -> None:
+        self.params = params
+        self._rng = rng
+        self.value = (float(start) if start is not None
+                      else params.mean + params.stdev * float(rng.standard_normal()))
+
+    def step(self, dt_s: float) -> float:
+        p = self.params
+        self.value = float(ou_step(self.value, p.mean, p.half_life_s, p.stdev, dt_s,
+                                   float(self._rng.standard_normal())))
+        return self.value
+
+
+# --------------------------------------------------------------------------- perpetuals
+
+FUNDING_INTERVAL_S = 8 * 3600.0
+
+
+def next_funding_ts(now_ts: float, interval_s: float = FUNDING_INTERVAL_S) -> float:
+    """The next funding time strictly after ``now_ts`` (epoch s): 00:00, 08:00, 16:00 UTC for the
+    usual 8-hour interval (multiples of ``interval_s`` since the epoch)."""
+    return (math.floor(now_ts / interval_s) + 1.0) * interval_s
+
+
+@dataclass(frozen=True)
+class PerpParams:
+    """A perpetual swap against its index.
+
+    Attributes:
+        funding: the funding rate per ``FUNDING_INTERVAL_S`` (8 h) as a fraction: mean ~1e-4
+            (1 bp per 8 h, longs pay), a stationary stdev that lets it go negative, and a slow
+            half-life.
+        premium: the mark's premium over the index *beyond* the funding rate, as a fraction
+            (mark = index * (1 + funding + premium)); fast and small.
+    """
+
+    funding: OUParams = OUParams(mean=1e-4, stdev=1.5e-4, half_life_s=2 * 3600.0)
+    premium: OUParams = OUParams(mean=0.0, stdev=1e-4, half_life_s=60.0)
+
+
+class PerpetualModel:
+    """Funding rate and mark premium of one perpetual; ``mark(index)`` prices it.
+
+    Pure: the generator is passed in (and owned from then on), time only as ``dt_s``.
+    """
+
+    def __init__(self, params: PerpParams, rng: np.random.Generator) -> None:
+        self.params = params
+        funding_rng, premium_rng = rng.spawn(2)
+        self._funding = OUProcess(params.funding, funding_rng)
+        self._premium = OUProcess(params.premium, premium_rng)
+
+    @property
+    def funding_rate(self) -> float:
+        """Current funding rate per 8 h, fraction (can be negative)."""
+        return self._funding.value
+
+    @property
+    def premium(self) -> float:
+        """Mark premium over the index, fraction: funding rate plus a fast noise term."""
+        return self._funding.value + self._premium.value
+
+    def mark(self, index: float) -> float:
+        return index * (1.0 + self.premium)
+
+    def step(self, dt_s: float) -> None:
+        self._funding.step(dt_s)
+        self._premium.step(dt_s)

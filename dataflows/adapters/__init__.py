@@ -11,10 +11,15 @@ from collections.abc import Callable
 
 from dataflows.adapters.base import BatchBuilder, Malformed
 from dataflows.adapters.binance import BinanceAdapter
+from dataflows.adapters.bybit import BybitAdapter
+from dataflows.adapters.coinbase import CoinbaseAdapter
+from dataflows.adapters.deribit import DeribitAdapter
+from dataflows.adapters.kraken import KrakenAdapter
 from models.records import NormalizedBatch, RawBatch
 
 ADAPTER_FACTORIES: dict[str, Callable[[], object]] = {
-    BinanceAdapter.exchange: BinanceAdapter,
+    adapter.exchange: adapter
+    for adapter in (BinanceAdapter, CoinbaseAdapter, KrakenAdapter, DeribitAdapter, BybitAdapter)
 }
 
 

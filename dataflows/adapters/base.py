@@ -12,8 +12,6 @@ nothing is half-stored. ``builder.build()`` returns the ``NormalizedBatch``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from models.records import DATA_BATCHES, Gap, NormalizedBatch, QuarantineRecord
@@ -36,26 +34,38 @@ class BatchBuilder:
         self.n_ignored = 0
         self.receive_ts = float("nan")
         self.raw = ""
+        self._marks = (0, 0, 0)
 
-    @contextmanager
-    def message(self, receive_ts: float, raw: str) -> Iterator[None]:
+    def message(self, receive_ts: float, raw: str) -> BatchBuilder:
+        """Enter a message: ``with builder.message(ts, raw): ...``. Cheap on purpose (it runs once
+        per message): the rollback finds the message's rows by their ``msg_index`` at the tail of
+        each column instead of recording marks up front."""
         self.n_messages += 1
         self.receive_ts, self.raw = receive_ts, raw
-        marks = {name: len(cols["raw"]) for name, cols in self._cols.items()}
-        gaps_mark = len(self._gaps)
-        counts_mark = (self.n_control, self.n_ignored)
-        try:
-            yield
-        except Exception as exc:  # noqa: BLE001 - an adapter never raises: the message is kept
-            for name, mark in marks.items():
-                for column in self._cols[name].values():
-                    del column[mark:]
-            del self._gaps[gaps_mark:]
-            self.n_control, self.n_ignored = counts_mark
-            reason = str(exc) if isinstance(exc, Malformed) else f"adapter error: {exc!r}"
-            self._quarantine.append(
-                QuarantineRecord(self.exchange, receive_ts, f"{self.exchange} {reason}", raw)
-            )
+        self._marks = (len(self._gaps), self.n_control, self.n_ignored)
+        return self
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None:
+            return False
+        if not isinstance(exc, Exception):
+            return False  # KeyboardInterrupt, SystemExit, cancellation: not the message's fault
+        current = self.n_messages - 1
+        for cols in self._cols.values():
+            index = cols["msg_index"]
+            while index and index[-1] == current:
+                for column in cols.values():
+                    column.pop()
+        gaps_mark, self.n_control, self.n_ignored = self._marks
+        del self._gaps[gaps_mark:]
+        reason = str(exc) if isinstance(exc, Malformed) else f"adapter error: {exc!r}"
+        self._quarantine.append(
+            QuarantineRecord(self.exchange, self.receive_ts, f"{self.exchange} {reason}", self.raw)
+        )
+        return True  # an adapter never raises: the message is kept, in quarantine
 
     # ---------------------------------------------------------------- verdicts and rows
     def control(self) -> None:
@@ -72,12 +82,34 @@ class BatchBuilder:
         values["exchange"] = self.exchange
         values["raw"] = self.raw
         values["msg_index"] = self.n_messages - 1
-        if len(values) != len(cols):
-            missing = sorted(set(cols) - set(values))
-            extra = sorted(set(values) - set(cols))
-            raise TypeError(f"{table} row: missing {missing}, unknown {extra}")
+        if values.keys() != cols.keys():
+            self._wrong_columns(table, values)
         for name, value in values.items():
             cols[name].append(value)
+
+    def _wrong_columns(self, table: str, values: dict) -> None:
+        cols = self._cols[table]
+        missing = sorted(set(cols) - set(values))
+        extra = sorted(set(values) - set(cols))
+        raise TypeError(f"{table} row: missing {missing}, unknown {extra}")
+
+    def add_many(self, table: str, n: int, **values: Any) -> None:
+        """``n`` rows of ``table`` at once: each value is a list of ``n`` or one scalar shared by
+        all rows (a book message's levels share instrument and times). Same columns as ``add``."""
+        if n == 0:
+            return
+        cols = self._cols[table]
+        values.setdefault("receive_ts", self.receive_ts)
+        values["exchange"] = self.exchange
+        values["raw"] = self.raw
+        values["msg_index"] = self.n_messages - 1
+        if values.keys() != cols.keys():
+            self._wrong_columns(table, values)
+        for name, value in values.items():
+            if isinstance(value, list) and len(value) != n:
+                raise TypeError(f"{table} rows: column {name} has {len(value)} values, not {n}")
+        for name, value in values.items():
+            cols[name].extend(value if isinstance(value, list) else [value] * n)
 
     def gap(self, instrument: str, kind: str, start_ts: float, end_ts: float, missing: int,
             detail: str) -> None:
@@ -127,19 +159,25 @@ def opt_num(data: dict, key: str, kind: str) -> float:
     return num(data, key, kind)
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def integer(data: dict, key: str, kind: str) -> int:
-    """A required integer (sequence numbers, ids); decimal strings of integers are accepted."""
+    """A required integer (sequence numbers, ids) within int64, as the tables store them; decimal
+    strings of integers are accepted."""
     value = field(data, key, kind)
     if isinstance(value, bool):
         raise Malformed(f"{kind}: field '{key}' is not an integer: {value!r}")
-    if isinstance(value, int):
-        return value
     if isinstance(value, str):
         try:
-            return int(value)
+            value = int(value)
         except ValueError:
             pass
-    raise Malformed(f"{kind}: field '{key}' is not an integer: {value!r}")
+    if not isinstance(value, int):
+        raise Malformed(f"{kind}: field '{key}' is not an integer: {value!r}")
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise Malformed(f"{kind}: field '{key}' is out of the 64-bit integer range: {value!r}")
+    return value
 
 
 def text(data: dict, key: str, kind: str) -> str:
@@ -170,6 +208,27 @@ def level(entry: Any, kind: str) -> tuple[float, float]:
         except ValueError:
             raise Malformed(f"{kind}: a book level is not [price, size]: {entry!r}") from None
     return out[0], out[1]
+
+
+_NUMBER_TYPES = frozenset({str, int, float})
+
+
+def parse_levels(entries: Any, kind: str) -> tuple[list[float], list[float]]:
+    """Prices and sizes of a list of [price, size, ...] levels, fast: one pass to convert, one to
+    check the JSON types (a boolean would convert silently to 1.0), and the precise per-level error
+    only when something is wrong."""
+    if not isinstance(entries, list):
+        raise Malformed(f"{kind}: book levels are not a list: {entries!r}")
+    try:
+        prices = [float(e[0]) for e in entries]
+        sizes = [float(e[1]) for e in entries]
+        if {type(e[0]) for e in entries} | {type(e[1]) for e in entries} <= _NUMBER_TYPES:
+            return prices, sizes
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError):
+        pass
+    for e in entries:
+        level(e, kind)  # raises the precise reason
+    raise Malformed(f"{kind}: book levels are not [price, size] pairs")
 
 
 def iso_to_epoch(value: Any, kind: str) -> float:

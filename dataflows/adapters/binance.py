@@ -24,7 +24,15 @@ from __future__ import annotations
 
 import orjson
 
-from dataflows.adapters.base import BatchBuilder, Malformed, field, integer, levels, level, num, text
+from dataflows.adapters.base import (
+    BatchBuilder,
+    Malformed,
+    field,
+    integer,
+    num,
+    parse_levels,
+    text,
+)
 from dataflows.adapters.symbols import split_symbol
 from models.records import NormalizedBatch, RawBatch
 from models.sequence import SequenceTracker
@@ -128,8 +136,8 @@ class BinanceAdapter:
         symbol = text(data, "s", kind)
         first, last = integer(data, "U", kind), integer(data, "u", kind)
         event_ts = num(data, "E", kind) / 1e3
-        bids, asks = levels(data, "b", kind), levels(data, "a", kind)
-        rows = [("bid", level(e, kind)) for e in bids] + [("ask", level(e, kind)) for e in asks]
+        bid_px, bid_sz = parse_levels(field(data, "b", kind), kind)
+        ask_px, ask_sz = parse_levels(field(data, "a", kind), kind)
         check = self.depth_ids.check(symbol, first, last)
         if check.status == "stale":
             raise Malformed(f"{kind}: stale update ids {first}..{last} (expected {check.expected})")
@@ -137,11 +145,11 @@ class BinanceAdapter:
             b.gap(symbol, "sequence", event_ts, event_ts, check.missing,
                   f"depth update ids {check.expected}..{first - 1} missing")
         asset, _ = split_symbol(symbol)
-        for side, (price, size) in rows:
-            b.add(
-                "book_updates", instrument=symbol, asset=asset, event_ts=event_ts, side=side,
-                price=price, size_coin=size, is_snapshot=False, sequence=last,
-            )
+        b.add_many(
+            "book_updates", len(bid_px) + len(ask_px), instrument=symbol, asset=asset,
+            event_ts=event_ts, side=["bid"] * len(bid_px) + ["ask"] * len(ask_px),
+            price=bid_px + ask_px, size_coin=bid_sz + ask_sz, is_snapshot=False, sequence=last,
+        )
 
     @staticmethod
     def _mark_price(b: BatchBuilder, data: dict) -> None:

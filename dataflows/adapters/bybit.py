@@ -68,8 +68,10 @@ Channels and what they become:
   count for that topic: its rows are ``is_snapshot``. Deltas must continue at the last ``u`` + 1:
   a skip is a ``sequence`` gap (the message is still data), a repeat or older ``u`` is
   quarantined as stale. A delta before any snapshot of its topic is kept, with one ``book`` gap
-  recorded: the book cannot be built until the next snapshot. Level-1 linear books re-send a
-  snapshot with the same ``u`` after 3 s without change; as a snapshot it is not stale.
+  recorded: the book cannot be built until the next snapshot. After either kind of gap an adapter
+  given its ``BybitProtocol`` re-subscribes the topic once (Bybit answers a subscribe with a
+  snapshot). Level-1 linear books re-send a snapshot with the same ``u`` after 3 s without
+  change; as a snapshot it is not stale.
 
 - Control (``b.control()``): every message without a ``topic`` that is an op reply — subscribe
   and unsubscribe answers (``success`` true or false: a refused subscription is control too; the
@@ -87,6 +89,7 @@ its own ``BybitAdapter``; rows take the batch's exchange label.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import orjson
 
@@ -153,13 +156,32 @@ def _data_object(msg: dict, kind: str) -> dict:
 
 
 class BybitAdapter:
+    """Bybit v5 public messages → ``NormalizedBatch`` (see the module docstring).
+
+    ``protocol`` (or ``attach()``): the connection(s) whose subscriptions this adapter reads. When
+    given, a book that cannot be continued (a skipped update id, or a delta before any snapshot)
+    is re-subscribed once through the protocol that owns the topic, and the fresh subscription
+    starts with a snapshot; ``resubscribes`` counts these requests. Without a protocol (replay,
+    tests) the gap is only recorded.
+    """
+
     exchange = EXCHANGE
 
-    def __init__(self) -> None:
+    def __init__(self, protocol: BybitProtocol | Sequence[BybitProtocol] | None = None) -> None:
+        self.protocols: list[BybitProtocol] = []
+        if isinstance(protocol, BybitProtocol):
+            self.protocols.append(protocol)
+        elif protocol is not None:
+            self.protocols.extend(protocol)
         # symbol -> last known value of each field in TICKER_FIELDS (NaN = unknown)
         self.tickers: dict[str, dict[str, float]] = {}
         # (depth, symbol) -> last update id of that orderbook topic
         self.book_ids = SequenceTracker()
+        self._resyncing: set[str] = set()  # book topics re-subscribed, waiting for their snapshot
+        self.resubscribes = 0
+
+    def attach(self, *protocols: BybitProtocol) -> None:
+        self.protocols.extend(protocols)
 
     def normalize(self, batch: RawBatch) -> NormalizedBatch:
         b = BatchBuilder(batch.exchange or EXCHANGE)
@@ -293,6 +315,8 @@ class BybitAdapter:
         if symbol != topic_symbol:
             raise Malformed(f"{kind}: topic {topic!r} carries symbol {symbol!r}")
         update_id = integer(data, "u", kind)
+        if not 0 <= update_id < 2**63:  # the sequence column is int64
+            raise Malformed(f"{kind}: field 'u' is not an update id: {update_id!r}")
         event_ts = num(msg, "ts", kind) / 1e3
         bids, asks = levels(data, "b", kind), levels(data, "a", kind)
         rows = [("bid", level(e, kind)) for e in bids] + [("ask", level(e, kind)) for e in asks]
@@ -301,6 +325,7 @@ class BybitAdapter:
         if snapshot:
             self.book_ids.reset(key)
             self.book_ids.check(key, update_id)
+            self._resyncing.discard(topic)
         else:
             check = self.book_ids.check(key, update_id)
             if check.status == "stale":
@@ -310,10 +335,12 @@ class BybitAdapter:
             if check.status == "gap":
                 b.gap(symbol, "sequence", event_ts, event_ts, check.missing,
                       f"{topic} update ids {check.expected}..{update_id - 1} missing")
+                self._request_snapshot(topic)
             elif check.status == "first":
                 b.gap(symbol, "book", event_ts, event_ts, -1,
                       f"{topic} delta u={update_id} before any snapshot: "
                       "book incomplete until the next snapshot")
+                self._request_snapshot(topic)
         if not rows:
             b.ignored()  # an empty delta: the update id is recorded, no level changed
             return
@@ -323,6 +350,17 @@ class BybitAdapter:
                 "book_updates", instrument=symbol, asset=asset, event_ts=event_ts, side=side,
                 price=price, size_coin=size, is_snapshot=snapshot, sequence=update_id,
             )
+
+
+    def _request_snapshot(self, topic: str) -> None:
+        if topic in self._resyncing:
+            return
+        owner = next((p for p in self.protocols if p.owns(topic)), None)
+        if owner is None:
+            return
+        owner.resubscribe(topic)
+        self._resyncing.add(topic)
+        self.resubscribes += 1
 
 
 # ------------------------------------------------------------------------------ connection
@@ -335,6 +373,10 @@ class BybitProtocol(FeedProtocol):
     (e.g. ``"orderbook.50"``); each is subscribed for every symbol as ``<topic>.<SYMBOL>``.
     ``on_open()`` sends them in requests of at most ``MAX_ARGS_PER_REQUEST`` (10) args — the spot
     limit, applied to every category so one protocol fits both endpoints.
+
+    ``resubscribe(topic)`` queues an unsubscribe and a subscribe of one topic (the adapter calls
+    it after an orderbook gap: the new subscription starts with a snapshot); the source sends it
+    from ``outgoing()``.
 
     Bybit needs an application-level ping, ``{"op":"ping"}``, every ``PING_INTERVAL_S`` (20) s, or
     it may drop the connection. ``FeedProtocol`` has no timer hook yet: the websocket source must
@@ -358,15 +400,18 @@ class BybitProtocol(FeedProtocol):
         if isinstance(symbols, str) or isinstance(topics, str):
             raise ValueError("symbols and topics are sequences of strings, not one string")
         if not symbols or any(not isinstance(s, str) or not s.strip() for s in symbols):
-            raise ValueError(f"symbols must be non-empty strings such as 'BTCUSDT', got {symbols!r}")
+            raise ValueError(
+                f"symbols must be non-empty strings such as 'BTCUSDT', got {symbols!r}"
+            )
         if not topics:
-            raise ValueError("topics must name at least one of tickers, publicTrade, orderbook.<depth>")
+            raise ValueError(
+                "topics must name at least one of tickers, publicTrade, orderbook.<depth>"
+            )
         for t in topics:
-            if not (t in ("tickers", "publicTrade") or (
-                isinstance(t, str) and t.startswith("orderbook.") and t[len("orderbook."):].isdigit()
-            )):
+            if not (t in ("tickers", "publicTrade") or _is_orderbook_topic(t)):
                 raise ValueError(
-                    f"unknown topic {t!r}: use tickers, publicTrade or orderbook.<depth> (e.g. orderbook.50)"
+                    f"unknown topic {t!r}: use tickers, publicTrade or orderbook.<depth> "
+                    "(e.g. orderbook.50)"
                 )
         self.symbols = tuple(s.strip().upper() for s in symbols)
         self.topics = tuple(topics)
@@ -377,6 +422,21 @@ class BybitProtocol(FeedProtocol):
                 "per public connection: split them over several connections"
             )
         self.errors: list[str] = []
+        self._next_id = 1
+
+    def owns(self, topic: str) -> bool:
+        return topic in self.args
+
+    def resubscribe(self, topic: str) -> None:
+        """Ask again for ``topic`` (a book after a gap: the new subscription starts with a
+        snapshot)."""
+        if topic not in self.args:
+            self.args.append(topic)
+        n, self._next_id = self._next_id, self._next_id + 1
+        self.queue(orjson.dumps(
+            {"op": "unsubscribe", "args": [topic], "req_id": f"resub-{n}"}
+        ).decode())
+        self.queue(subscribe_message([topic], f"resub-{n}"))
 
     def on_open(self) -> list[str]:
         n = self.MAX_ARGS_PER_REQUEST
@@ -398,6 +458,10 @@ class BybitProtocol(FeedProtocol):
     @staticmethod
     def ping_message() -> str:
         return '{"op":"ping"}'
+
+
+def _is_orderbook_topic(topic: object) -> bool:
+    return isinstance(topic, str) and topic.startswith("orderbook.") and topic[10:].isdigit()
 
 
 def subscribe_message(args: list[str], req_id: str | None = None) -> str:

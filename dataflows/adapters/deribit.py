@@ -166,12 +166,16 @@ def expiry_from_code(code: str) -> float:
     return when.timestamp()
 
 
-@lru_cache(maxsize=8192)
 def parse_instrument(name: str) -> DeribitInstrument:
     """Parse ``BTC-24SEP21-40000-C``, ``BTC-24SEP21``, ``BTC-PERPETUAL``, ``ETH_USDC-PERPETUAL``,
     ``XRP_USDC-30JUN25-0d625-C`` (``d`` is a decimal point in strikes). Malformed otherwise."""
     if not isinstance(name, str):
         raise Malformed(f"instrument: name is not a string: {name!r}")
+    return _parse_instrument(name)
+
+
+@lru_cache(maxsize=8192)
+def _parse_instrument(name: str) -> DeribitInstrument:
     parts = name.split("-")
     head = parts[0]
     base, sep, settle = head.partition("_")
@@ -270,7 +274,9 @@ class DeribitProtocol(FeedProtocol):
             msg = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return []
-        params = msg.get("params") if isinstance(msg, dict) else None
+        if not isinstance(msg, dict):
+            return []
+        params = msg.get("params")
         if (msg.get("method") == "heartbeat" and isinstance(params, dict)
                 and params.get("type") == "test_request"):
             return [self.request("public/test", {})]
@@ -302,6 +308,14 @@ class DeribitProtocol(FeedProtocol):
 
 def _ms(data: dict, key: str, kind: str) -> float:
     return num(data, key, kind) / 1e3
+
+
+def _id(data: dict, key: str, kind: str) -> int:
+    """A sequence number / change id that fits the int64 ``sequence`` column."""
+    value = integer(data, key, kind)
+    if not -(2**63) <= value < 2**63:
+        raise Malformed(f"{kind}: field '{key}' is out of the 64-bit range: {value}")
+    return value
 
 
 def _dict(value: Any, kind: str) -> dict:
@@ -464,19 +478,19 @@ class DeribitAdapter:
                 **{g: opt_num(greeks, g, "ticker greeks") for g in _GREEKS},
             )
             return
-        mark = num(data, "mark_price", kind)
-        index = opt_num(data, "index_price", kind)
-        funding = None
+        funding = math.nan
         if inst.kind == "perpetual":
             funding = opt_num(data, "funding_8h", kind)
             if math.isnan(funding):
                 funding = opt_num(data, "current_funding", kind)
+        if not math.isnan(funding):
+            mark, index = num(data, "mark_price", kind), opt_num(data, "index_price", kind)
         b.add(
             "quotes", instrument=inst.name, asset=inst.asset, quote_ccy=inst.quote_ccy,
             event_ts=ts, bid=bid, bid_size_coin=_coin(inst, bid_amount, bid),
             ask=ask, ask_size_coin=_coin(inst, ask_amount, ask),
         )
-        if funding is not None and not math.isnan(funding):
+        if not math.isnan(funding):
             b.add(
                 "funding", instrument=inst.name, asset=inst.asset, event_ts=ts, mark_usd=mark,
                 index_usd=index, funding_rate=funding, next_funding_ts=math.nan,
@@ -489,7 +503,7 @@ class DeribitAdapter:
         data = _dict(data, kind)
         inst = parse_instrument(_named(data, channel_instrument, kind))
         ts = _ms(data, "timestamp", kind)
-        change_id = integer(data, "change_id", kind)
+        change_id = _id(data, "change_id", kind)
         rows = []
         for side, key in (("bid", "bids"), ("ask", "asks")):
             entries = field(data, key, kind)
@@ -506,7 +520,7 @@ class DeribitAdapter:
                 self.book_ids.check_chain(channel, -1, change_id)
                 self._resubscribing.discard(channel)
             else:
-                prev = integer(data, "prev_change_id", kind)
+                prev = _id(data, "prev_change_id", kind)
                 check = self.book_ids.check_chain(channel, prev, change_id)
                 if check.status == "stale":
                     raise Malformed(f"{kind}: stale change_id {change_id} (last {check.expected})")
@@ -538,10 +552,14 @@ class DeribitAdapter:
         kind = "trades"
         if not isinstance(data, list):
             raise Malformed(f"{kind}: data is not a list of trades")
+        parts = channel.split(".")
         parsed = []
         for t in data:
             t = _dict(t, kind)
-            inst = parse_instrument(text(t, "instrument_name", kind))
+            name = text(t, "instrument_name", kind)
+            if len(parts) == 3 and name != parts[1]:
+                raise Malformed(f"{kind}: instrument_name {name!r} differs from channel's {parts[1]!r}")
+            inst = parse_instrument(name)
             trade_id = field(t, "trade_id", kind)
             if isinstance(trade_id, bool) or not isinstance(trade_id, (str, int)) or trade_id == "":
                 raise Malformed(f"{kind}: field 'trade_id' is not an id: {trade_id!r}")
@@ -549,7 +567,7 @@ class DeribitAdapter:
             if side not in ("buy", "sell"):
                 raise Malformed(f"{kind}: field 'direction' is not buy or sell: {side!r}")
             price = num(t, "price", kind)
-            parsed.append((inst, str(trade_id), integer(t, "trade_seq", kind), _ms(t, "timestamp", kind),
+            parsed.append((inst, str(trade_id), _id(t, "trade_seq", kind), _ms(t, "timestamp", kind),
                            price, _coin(inst, num(t, "amount", kind), price), side))
         # refuse a stale message before any tracker state changes (the message is atomic)
         last: dict[str, int | None] = {}

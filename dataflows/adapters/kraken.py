@@ -238,12 +238,11 @@ class KrakenAdapter:
                 for item in self._v2_data(msg, "trade"):
                     self._v2_trade(b, item)
             elif channel == "book":
-                kind = "book"
-                kind_type = msg.get("type")
-                if kind_type not in ("snapshot", "update"):
-                    raise Malformed(f"book: field 'type' is not snapshot or update: {kind_type!r}")
-                for item in self._v2_data(msg, kind):
-                    self._v2_book(b, item, kind_type == "snapshot", receive_ts)
+                book_type = msg.get("type")
+                if book_type not in ("snapshot", "update"):
+                    raise Malformed(f"book: field 'type' is not snapshot or update: {book_type!r}")
+                for item in self._v2_data(msg, "book"):
+                    self._v2_book(b, item, book_type == "snapshot", receive_ts)
             else:
                 raise Malformed(f"unknown v2 channel {channel!r}")
             return
@@ -351,7 +350,8 @@ class KrakenAdapter:
             raise Malformed(f"{kind}: payload is not a non-empty list of trades: {trades!r}")
         for index, entry in enumerate(trades):
             if not isinstance(entry, list) or len(entry) < 4:
-                raise Malformed(f"{kind}: a trade is not [price, volume, time, side, ...]: {entry!r}")
+                raise Malformed(
+                    f"{kind}: a trade is not [price, volume, time, side, ...]: {entry!r}")
             price = _wire_number(entry, 0, "price", kind)
             size = _wire_number(entry, 1, "volume", kind)
             event_ts = _wire_number(entry, 2, "time", kind)
@@ -467,14 +467,21 @@ class KrakenAdapter:
 # ------------------------------------------------------------------------------ protocol
 
 
-def _v2_symbol(pair: str) -> str:
+def _respell(pair: str, old: str, new: str) -> str:
     base, sep, quote = pair.partition("/")
-    return "/".join("BTC" if part.upper() == "XBT" else part for part in (base, quote)) if sep else pair
+    if not sep:
+        return pair
+    return "/".join(new if part.upper() == old else part for part in (base, quote))
+
+
+def _v2_symbol(pair: str) -> str:
+    """v2 spells bitcoin BTC: XBT/USD → BTC/USD."""
+    return _respell(pair, "XBT", "BTC")
 
 
 def _v1_pair(pair: str) -> str:
-    base, sep, quote = pair.partition("/")
-    return "/".join("XBT" if part.upper() == "BTC" else part for part in (base, quote)) if sep else pair
+    """v1 spells bitcoin XBT: BTC/USD → XBT/USD."""
+    return _respell(pair, "BTC", "XBT")
 
 
 class KrakenProtocol(FeedProtocol):

@@ -8,7 +8,16 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from models.records import OraclePrice, QuarantineRecord
+from models.records import (
+    DATA_BATCHES,
+    BookUpdateBatch,
+    FundingBatch,
+    Gap,
+    IndexPriceBatch,
+    OptionTickerBatch,
+    OraclePrice,
+    QuarantineRecord,
+)
 from storage.schema import TABLES, create_schema
 from storage.writer import Commit, DuckDBWriter
 from tests.conftest import make_quotes, make_trades
@@ -160,6 +169,9 @@ def test_empty_appends_are_no_ops(writer):
     assert writer.append_quotes(make_quotes(), 0.0) is None
     assert writer.append_quarantine([], 0.0) is None
     assert writer.append_oracle_prices([], 0.0) is None
+    assert writer.append_gaps([], 0.0) is None
+    for table, cls in DATA_BATCHES.items():
+        assert writer.append(table, cls.empty(), 0.0) is None
     assert writer.buffered_rows == 0
     assert writer.flush() is None
 
@@ -248,3 +260,174 @@ def test_a_time_outside_the_timestamp_range_is_refused_loudly_not_stored_as_anot
         assert stored == [(round(1e15 * 1e6),)], f"stored as a different instant: {stored}"
     finally:
         w.con.close()
+
+
+# ----------------------------------------------------------------- the new tables, generic append
+
+NAN = float("nan")
+
+
+def _batch(cls, defaults: dict, *rows: dict):
+    full = [{**defaults, **r} for r in rows]
+    for i, r in enumerate(full):
+        r.setdefault("raw", f"row {i}")
+    return cls.from_columns(**{c: [r[c] for r in full] for c in cls.COLUMNS if c != "msg_index"})
+
+
+OPTION = dict(
+    exchange="deribit", instrument="BTC-27DEC24-50000-C", asset="BTC", event_ts=T1, receive_ts=T1 + 0.01,
+    expiry_utc=1735286400.0, strike_usd=50000.0, is_call=True, bid_coin=0.0105, bid_size=12.5,
+    ask_coin=0.0115, ask_size=3.0, mark_coin=0.011, mark_iv=0.552, bid_iv=0.54, ask_iv=0.56,
+    underlying_usd=30123.5, index_usd=30100.25, open_interest=1234.0, delta=0.12, gamma=1e-5,
+    vega=25.5, theta=-12.25, rho=3.5,
+)
+BOOK = dict(exchange="binance", instrument="NKNUSDT", asset="NKN", event_ts=T2, receive_ts=T2 + 0.004,
+            side="bid", price=0.3513, size_coin=6195.0, is_snapshot=False, sequence=499869752)
+FUNDING = dict(exchange="binance", instrument="BTCUSDT", asset="BTC", event_ts=1562305380.0,
+               receive_ts=1562305380.25, mark_usd=11794.15, index_usd=11784.62659091,
+               funding_rate=0.00038167, next_funding_ts=1562306400.0)
+INDEX = dict(exchange="deribit", index_name="btc_usd", asset="BTC", event_ts=T1, receive_ts=T1 + 0.002,
+             price_usd=30100.25)
+
+
+def test_append_refuses_a_table_that_is_not_a_data_table(writer):
+    for table in ("quarantine", "gaps", "oracle_prices", "nope"):
+        with pytest.raises(ValueError, match="not a data table"):
+            writer.append(table, make_quotes({}), 0.0)
+    assert writer.buffered_rows == 0
+
+
+def test_new_tables_exist_with_nullable_optional_columns(writer):
+    nullable = {
+        (r[0], r[1]): r[2] for r in rows(writer.con, """
+            SELECT table_name, column_name, is_nullable FROM information_schema.columns
+            WHERE table_name IN ('quotes', 'option_tickers', 'book_updates', 'funding', 'index_prices', 'gaps')""")
+    }
+    assert {t for t, _ in nullable} == {"quotes", "option_tickers", "book_updates", "funding", "index_prices", "gaps"}
+    assert nullable[("quotes", "bid_size_coin")] == nullable[("quotes", "ask_size_coin")] == "YES"
+    assert nullable[("quotes", "bid")] == nullable[("quotes", "ask")] == "NO"
+    for col in ("bid_coin", "bid_size", "ask_coin", "ask_size", "mark_iv", "bid_iv", "ask_iv",
+                "index_usd", "open_interest", "delta", "gamma", "vega", "theta", "rho"):
+        assert nullable[("option_tickers", col)] == "YES", col
+    for col in ("strike_usd", "expiry_utc", "mark_coin", "underlying_usd", "is_call"):
+        assert nullable[("option_tickers", col)] == "NO", col
+    assert nullable[("funding", "next_funding_ts")] == nullable[("funding", "index_usd")] == "YES"
+    assert nullable[("gaps", "end_ts")] == "YES" and nullable[("gaps", "start_ts")] == "NO"
+    # bookkeeping columns are not stored
+    assert not [k for k in nullable if k[1] in ("raw", "msg_index")]
+
+
+def test_quotes_without_sizes_store_null_sizes(writer):
+    writer.append("quotes", make_quotes({"bid_size_coin": NAN, "ask_size_coin": NAN}, {"bid_size_coin": 3.0}), 0.0)
+    writer.flush()
+    assert rows(writer.con, "SELECT bid_size_coin, ask_size_coin FROM quotes ORDER BY bid_size_coin NULLS FIRST") == [
+        (None, None), (3.0, 2.0)]
+    assert rows(writer.con, "SELECT count(*) FROM quotes WHERE isnan(bid_size_coin) OR isnan(ask_size_coin)") == [(0,)]
+
+
+def test_option_tickers_round_trip_with_nulls(writer):
+    b = _batch(OptionTickerBatch, OPTION, {}, {
+        "instrument": "BTC-27DEC24-40000-P", "strike_usd": 40000.0, "is_call": False,
+        "bid_coin": NAN, "bid_size": NAN, "bid_iv": NAN, "open_interest": NAN, "gamma": NAN,
+    })
+    c = writer.append("option_tickers", b, T1)
+    assert c is None and writer.buffered_rows == 2
+    c = writer.flush()
+    assert c.rows == {"option_tickers": Counter({"deribit": 2})}
+    got = rows(writer.con, """
+        SELECT instrument, asset, epoch_us(event_ts), epoch_us(receive_ts), epoch(expiry_utc), strike_usd,
+               is_call, bid_coin, bid_size, ask_coin, ask_size, mark_coin, mark_iv, bid_iv, ask_iv,
+               underlying_usd, index_usd, open_interest, delta, gamma, vega, theta, rho
+        FROM option_tickers ORDER BY strike_usd DESC""")
+    o = OPTION
+    assert got == [
+        (o["instrument"], "BTC", round(T1 * 1e6), round((T1 + 0.01) * 1e6), 1735286400.0, 50000.0,
+         True, 0.0105, 12.5, 0.0115, 3.0, 0.011, 0.552, 0.54, 0.56, 30123.5, 30100.25, 1234.0,
+         0.12, 1e-5, 25.5, -12.25, 3.5),
+        ("BTC-27DEC24-40000-P", "BTC", round(T1 * 1e6), round((T1 + 0.01) * 1e6), 1735286400.0, 40000.0,
+         False, None, None, 0.0115, 3.0, 0.011, 0.552, None, 0.56, 30123.5, 30100.25, None,
+         0.12, None, 25.5, -12.25, 3.5),
+    ]
+    assert rows(writer.con, "SELECT typeof(expiry_utc) FROM option_tickers LIMIT 1") == [("TIMESTAMP WITH TIME ZONE",)]
+
+
+def test_book_updates_round_trip(writer):
+    b = _batch(BookUpdateBatch, BOOK, {}, {"side": "ask", "price": 0.3526, "size_coin": 0.0},
+               {"is_snapshot": True, "sequence": 2**62, "exchange": "kraken"})
+    writer.append("book_updates", b, 0.0)
+    c = writer.flush()
+    assert c.rows == {"book_updates": Counter({"binance": 2, "kraken": 1})}
+    got = rows(writer.con, """
+        SELECT exchange, instrument, asset, epoch_us(event_ts), epoch_us(receive_ts), side, price, size_coin,
+               is_snapshot, sequence
+        FROM book_updates ORDER BY rowid""")
+    assert got == [
+        ("binance", "NKNUSDT", "NKN", round(T2 * 1e6), round((T2 + 0.004) * 1e6), "bid", 0.3513, 6195.0, False, 499869752),
+        ("binance", "NKNUSDT", "NKN", round(T2 * 1e6), round((T2 + 0.004) * 1e6), "ask", 0.3526, 0.0, False, 499869752),
+        ("kraken", "NKNUSDT", "NKN", round(T2 * 1e6), round((T2 + 0.004) * 1e6), "bid", 0.3513, 6195.0, True, 2**62),
+    ]
+
+
+def test_funding_round_trip_with_null_next_funding_and_index(writer):
+    b = _batch(FundingBatch, FUNDING, {}, {"exchange": "deribit", "instrument": "BTC-PERPETUAL",
+                                           "next_funding_ts": NAN, "index_usd": NAN, "funding_rate": -0.0002})
+    writer.append("funding", b, 0.0)
+    assert writer.flush().rows == {"funding": Counter({"binance": 1, "deribit": 1})}
+    got = rows(writer.con, """
+        SELECT exchange, instrument, epoch(event_ts), epoch(receive_ts), mark_usd, index_usd, funding_rate,
+               epoch(next_funding_ts), next_funding_ts IS NULL
+        FROM funding ORDER BY exchange""")
+    assert got == [
+        ("binance", "BTCUSDT", 1562305380.0, 1562305380.25, 11794.15, 11784.62659091, 0.00038167, 1562306400.0, False),
+        ("deribit", "BTC-PERPETUAL", 1562305380.0, 1562305380.25, 11794.15, None, -0.0002, None, True),
+    ]
+
+
+def test_index_prices_round_trip(writer):
+    b = _batch(IndexPriceBatch, INDEX, {}, {"index_name": "eth_usd", "asset": "ETH", "price_usd": 1800.5})
+    writer.append("index_prices", b, 0.0)
+    assert writer.flush().rows == {"index_prices": Counter({"deribit": 2})}
+    assert rows(writer.con, """
+        SELECT exchange, index_name, asset, epoch_us(event_ts), epoch_us(receive_ts), price_usd
+        FROM index_prices ORDER BY index_name""") == [
+        ("deribit", "btc_usd", "BTC", round(T1 * 1e6), round((T1 + 0.002) * 1e6), 30100.25),
+        ("deribit", "eth_usd", "ETH", round(T1 * 1e6), round((T1 + 0.002) * 1e6), 1800.5),
+    ]
+
+
+def test_gaps_round_trip_with_an_open_end(writer):
+    gaps = [
+        Gap("binance", "NKNUSDT", "sequence", T2, T2, 3, "depth update ids 11..13 missing"),
+        Gap("binance", "*", "disconnect", T1, NAN, -1, "wss://x: closed by peer (still open at 1.000)"),
+    ]
+    assert writer.append_gaps([], 0.0) is None
+    writer.append_gaps(gaps, 0.0)
+    assert writer.flush().rows == {"gaps": Counter({"binance": 2})}
+    got = rows(writer.con, """
+        SELECT exchange, instrument, kind, epoch_us(start_ts), epoch_us(end_ts), end_ts IS NULL, missing, detail
+        FROM gaps ORDER BY kind""")
+    assert got == [
+        ("binance", "*", "disconnect", round(T1 * 1e6), None, True, -1, gaps[1].detail),
+        ("binance", "NKNUSDT", "sequence", round(T2 * 1e6), round(T2 * 1e6), False, 3, gaps[0].detail),
+    ]
+
+
+def test_one_flush_commits_every_table_in_one_transaction(writer):
+    writer.append("quotes", make_quotes({}), 0.0)
+    writer.append("trades", make_trades({}), 0.0)
+    writer.append("option_tickers", _batch(OptionTickerBatch, OPTION, {}), 0.0)
+    writer.append("book_updates", _batch(BookUpdateBatch, BOOK, {}, {}), 0.0)
+    writer.append("funding", _batch(FundingBatch, FUNDING, {}), 0.0)
+    writer.append("index_prices", _batch(IndexPriceBatch, INDEX, {}), 0.0)
+    writer.append_gaps([Gap("binance", "*", "silence", T1, T1 + 12, -1, "quiet")], 0.0)
+    assert writer.buffered_rows == 8
+    c = writer.flush()
+    assert c.rows == {
+        "quotes": Counter({"binance": 1}), "trades": Counter({"binance": 1}),
+        "option_tickers": Counter({"deribit": 1}), "book_updates": Counter({"binance": 2}),
+        "funding": Counter({"binance": 1}), "index_prices": Counter({"deribit": 1}),
+        "gaps": Counter({"binance": 1}),
+    }
+    assert c.total == 8
+    for table, n in (("option_tickers", 1), ("book_updates", 2), ("funding", 1), ("index_prices", 1), ("gaps", 1)):
+        assert rows(writer.con, f"SELECT count(*) FROM {table}") == [(n,)]

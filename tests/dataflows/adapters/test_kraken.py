@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,7 +203,7 @@ def test_recorded_book_spot_check():
 def test_a_lost_book_update_is_caught_by_the_checksum():
     lines = _lines("KRAKEN.ws.50.0")
     updates = [i for i, l in enumerate(lines) if l.message.startswith("[1840,") and '"c":' in l.message]
-    lost = updates[5]  # an OMG/USD update
+    lost = updates[5]  # an OMG/USD update at the top of the book: the next update's checksum fails
     kept = lines[:lost] + lines[lost + 1:]
     adapter = KrakenAdapter()
     nb = adapter.normalize(RawBatch("kraken", np.array([l.receive_ts for l in kept]), [l.message for l in kept]))
@@ -216,8 +215,8 @@ def test_a_lost_book_update_is_caught_by_the_checksum():
     assert "checksum mismatch" in gap.detail
     assert adapter.checksum_mismatches == 1
     assert adapter.take_resyncs() == ["OMG/USD"] and adapter.take_resyncs() == []
-    # the rest still verify; the OMG/USD book is unverified until a new snapshot
-    assert adapter.checksums_verified == 4269 - 1 - (len(updates) - 5)
+    # every other book still verifies; OMG/USD is unverified from the mismatch on (no new snapshot)
+    assert adapter.checksums_verified == 4269 - 1 - len(updates[6:])
 
 
 def test_checksum_verification_can_be_switched_off():
