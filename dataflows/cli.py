@@ -26,6 +26,12 @@ from dataflows.logs import configure_logging
 
 DEFAULT_CONFIG_FILE = "hedgeflow.toml"
 
+FAULTS_HELP = (
+    'comma-separated faults, e.g. "drop=binance@5s,stall=kraken@3s:2s,malformed=0.01,'
+    'skip_seq=coinbase@0.001,repeat_trades=0.01,out_of_order=0.01,stale=bybit@10s,'
+    'deviate=kraken:5%%"'
+)
+
 
 def _config(args: argparse.Namespace, overrides: dict) -> Config:
     path = args.config or os.environ.get("HEDGEFLOW_CONFIG")
@@ -61,6 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "dashboard.port": args.port,
             "dashboard.host": args.host,
             "dashboard.enabled": False if args.no_dashboard else None,
+            "simulator.faults": args.faults,
         },
     )
     counts = asyncio.run(_run(cfg, args.duration))
@@ -120,19 +127,26 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             "simulator.port": args.port,
             "simulator.seed": args.seed,
             "simulator.malformed_rate": args.malformed_rate,
+            "simulator.faults": args.faults,
+            "feeds.exchanges": args.exchanges,
         },
     )
-    from dataflows.simulator import BinanceSimulator, run_simulator
+    from dataflows.sim import MultiExchangeSimulator, SimConfig, run_simulation
 
     sim_cfg = cfg.simulator
-    sim = BinanceSimulator(
-        symbols=tuple(sim_cfg.symbols), seed=sim_cfg.seed, quote_rate_hz=sim_cfg.quote_rate_hz,
-        trade_rate_hz=sim_cfg.trade_rate_hz, malformed_rate=sim_cfg.malformed_rate,
-        host=sim_cfg.host, port=sim_cfg.port,
+    sim = MultiExchangeSimulator(
+        seed=sim_cfg.seed,
+        config=SimConfig(
+            exchanges=tuple(cfg.feeds.exchanges), quote_rate_hz=sim_cfg.quote_rate_hz,
+            trade_rate_hz=sim_cfg.trade_rate_hz, option_rate_hz=sim_cfg.option_rate_hz,
+            binance_symbols=tuple(sim_cfg.symbols),
+        ),
+        faults=sim_cfg.faults or None, host=sim_cfg.host, port=sim_cfg.port,
+        malformed_rate=sim_cfg.malformed_rate,
     )
 
     async def main() -> None:
-        task = asyncio.create_task(run_simulator(sim, args.duration))
+        task = asyncio.create_task(run_simulation(sim, args.duration))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
@@ -140,8 +154,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             started.cancel()
-            await task  # raises what stopped the simulator, e.g. the port being taken
-        print(f"hedgeflow: simulator on {sim.url}", file=sys.stderr, flush=True)
+            await task  # raises what stopped the simulator, e.g. a port being taken
+        for exchange, url in sim.urls.items():
+            print(f"hedgeflow: {exchange} simulator on {url}", file=sys.stderr, flush=True)
         try:
             await task
         except asyncio.CancelledError:
@@ -151,8 +166,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         asyncio.run(main())
     except OSError as exc:
         raise HedgeflowError(
-            f"cannot listen on {sim_cfg.host}:{sim_cfg.port}: {exc.strerror or exc}. "
-            "Choose another port with --port N"
+            f"cannot listen on {sim_cfg.host} from port {sim_cfg.port}: {exc.strerror or exc}. "
+            "Choose another base port with --port N (five consecutive ports are used; 0 picks "
+            "free ones)"
         ) from None
     print(json.dumps(sim.sent_counts(), sort_keys=True))
     return 0
@@ -200,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, help="dashboard port (default 5006)")
     run.add_argument("--host", help="dashboard address (default 127.0.0.1)")
     run.add_argument("--no-dashboard", action="store_true", help="run without the Panel server")
+    run.add_argument("--faults", metavar="SPEC", help="faults for the embedded simulator: " + FAULTS_HELP)
     run.set_defaults(func=cmd_run)
 
     sim = sub.add_parser("simulate", parents=[common], help="run the exchange simulator")
@@ -207,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, help="market model seed")
     sim.add_argument("--malformed-rate", type=float, help="fraction of deliberately bad messages")
     sim.add_argument("--duration", type=_positive, metavar="SECONDS", help="stop after SECONDS")
+    sim.add_argument("--exchanges", metavar="LIST",
+                     help="comma-separated exchanges to serve (default: all five)")
+    sim.add_argument("--faults", metavar="SPEC", help=FAULTS_HELP)
     sim.set_defaults(func=cmd_simulate)
 
     replay = sub.add_parser("replay", parents=[common], help="replay captures through the graph")

@@ -261,9 +261,13 @@ class StorageConfig(_Section):
 class SimulatorConfig(_Section):
     """``[simulator]``: the embedded exchange simulator (speaks the exchanges' wire formats).
 
-    ``port`` 0 picks a free port. ``quote_rate_hz`` is bookTicker messages per second per symbol,
-    ``trade_rate_hz`` trades per second per symbol; ``malformed_rate`` is the fraction of messages
-    deliberately malformed (for tests of the quarantine path), in [0, 1].
+    It serves every exchange of ``feeds.exchanges`` whose URL is empty, on consecutive ports from
+    ``port`` (binance, coinbase, kraken, bybit, deribit); ``port`` 0 picks free ports.
+    ``quote_rate_hz`` is top-of-book updates per second per symbol and venue, ``trade_rate_hz``
+    trades per second per symbol and venue, ``option_rate_hz`` Deribit option tickers per second in
+    total; ``malformed_rate`` is the fraction of messages deliberately malformed (for tests of the
+    quarantine path), in [0, 1]; ``faults`` a fault plan such as
+    ``"drop=binance@5s,stall=kraken@3s:2s,deviate=kraken:5%"`` (``hedgeflow simulate --help``).
     """
 
     SECTION: ClassVar[str] = "simulator"
@@ -275,16 +279,25 @@ class SimulatorConfig(_Section):
     symbols: list[str] = field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"])
     quote_rate_hz: float = 20.0
     trade_rate_hz: float = 5.0
+    option_rate_hz: float = 100.0
     malformed_rate: float = 0.0
+    faults: str = ""
 
     def _validate(self) -> None:
         self._require_non_empty("host")
+        if self.faults:
+            from dataflows.sim.faults import FaultPlan, FaultSpecError
+
+            try:
+                FaultPlan.parse(self.faults)
+            except FaultSpecError as exc:
+                self._fail("faults", str(exc))
         self._require_port("port")
         if not self.symbols:
             self._fail("symbols", "must name at least one symbol, e.g. [\"BTCUSDT\"]")
         if any(not s.strip() for s in self.symbols):
             self._fail("symbols", f"must not contain empty symbols, got {self.symbols!r}")
-        self._require_non_negative("quote_rate_hz", "trade_rate_hz")
+        self._require_non_negative("quote_rate_hz", "trade_rate_hz", "option_rate_hz")
         if not 0.0 <= self.malformed_rate <= 1.0:
             self._fail("malformed_rate", f"must be a fraction between 0 and 1, got {self.malformed_rate!r}")
 

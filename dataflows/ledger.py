@@ -61,7 +61,8 @@ class Ledger:
                 self._committed[exchange][key] += rows
 
     def pending(self, exchange: str) -> int:
-        made, done = self._made[exchange], self._committed[exchange]
+        made = self._made.get(exchange, Counter())
+        done = self._committed.get(exchange, Counter())
         return sum(made[k] - done[k] for k in made)
 
     def reconciles(self) -> bool:

@@ -8,7 +8,7 @@ import numpy as np
 
 from models.dedup import RecentKeys
 from models.records import NormalizedBatch, QuarantineRecord
-from models.validation import rejections
+from models.validation import plausible_time, rejections
 
 
 class Validator:
@@ -24,6 +24,7 @@ class Validator:
         self.recent_trades = RecentKeys(dedup_capacity)
 
     def __call__(self, batch: NormalizedBatch) -> NormalizedBatch:
+        batch = self._plausible_gaps(batch)
         data = batch.data()
         if not data:
             return batch
@@ -61,6 +62,15 @@ class Validator:
             for ts, reason, raw in (bad[m] for m in sorted(bad))
         )
         return replace(batch, quarantine=batch.quarantine + quarantine, **changes)
+
+
+    @staticmethod
+    def _plausible_gaps(batch: NormalizedBatch) -> NormalizedBatch:
+        # A gap is dated by the message that revealed it; a message with an impossible time (and
+        # so refused) cannot date a gap, and would fail the gaps table's NOT NULL start.
+        if all(plausible_time(g.start_ts) for g in batch.gaps):
+            return batch
+        return replace(batch, gaps=tuple(g for g in batch.gaps if plausible_time(g.start_ts)))
 
 
 def validate(batch: NormalizedBatch) -> NormalizedBatch:

@@ -1,12 +1,12 @@
-"""The live pipeline: simulator (unless real feeds are configured), sources, graph, timers, pages.
+"""The live pipeline: simulator (for exchanges without a configured URL), sources, graph, timers.
 
 One ``Pipeline`` per process runs on the asyncio loop it is started from; Panel sessions on that
 same loop read its views. ``hedgeflow run`` starts it and the Panel server together;
 ``panel serve dashboards/*.py`` gets it through ``shared_pipeline()``.
 
 Shutdown order keeps the accounting whole: the sources stop first (a source hands on the
-messages it has read before it exits), then the simulator, then the graph flushes and closes the
-database. The ledger then holds committed counts only.
+messages it has read before it exits), then the simulator, then the graph records open gaps,
+flushes and closes the database. The ledger then holds committed counts only.
 """
 
 from __future__ import annotations
@@ -15,59 +15,70 @@ import asyncio
 import contextlib
 import logging
 
-from dataflows.adapters import binance
+from dataflows.adapters.deribit import DeribitError
 from dataflows.clock import Clock, WallClock
-from dataflows.config import Config, load_config
+from dataflows.config import Config, ConfigError, load_config
+from dataflows.feeds import DERIBIT_REFRESH_S, DeribitChain, build_sources
 from dataflows.graph import Graph, build_graph
 from dataflows.logs import log_event
-from dataflows.simulator import BinanceSimulator
-from dataflows.views import OracleView
+from dataflows.sim import MultiExchangeSimulator, SimConfig
+from dataflows.views import ConnectionView, OracleView
 from dataflows.ws_source import WebsocketSource
 from models.oracle import MedianOracle, MedianOracleConfig
 from storage.writer import DuckDBWriter
 
 log = logging.getLogger(__name__)
 
-TICK_INTERVAL_S = 0.25  # how often timers (oracle publication, time-based flush) are checked
+TICK_INTERVAL_S = 0.25  # how often timers (oracle publication, gaps, time-based flush) run
+DERIBIT_RETRY_S = 30.0  # after a failed instrument listing
 
 
 class Pipeline:
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or WallClock()
-        self.simulator: BinanceSimulator | None = None
+        self.simulator: MultiExchangeSimulator | None = None
         self.sources: list[WebsocketSource] = []
+        self.deribit: DeribitChain | None = None
         self.graph: Graph | None = None
         self.oracle_view = OracleView()
+        self.connection_view = ConnectionView()
+        self.urls: dict[str, str] = {}
+        self._source_tasks: list[asyncio.Task] = []
         self._tasks: list[asyncio.Task] = []
         self.started = asyncio.Event()
 
-    def _source_url(self) -> str:
-        feeds = self.config.feeds
-        streams = binance.default_streams(list(self.config.simulator.symbols))
-        if feeds.binance_url:
-            return binance.combined_stream_url(feeds.binance_url, streams)
-        assert self.simulator is not None
-        return binance.combined_stream_url(f"ws://{self.simulator.host}:{self.simulator.port}", streams)
+    # ------------------------------------------------------------------ start
+    async def _start_simulator(self, exchanges: list[str]) -> dict[str, str]:
+        sim = self.config.simulator
+        if not sim.enabled:
+            names = ", ".join(f"feeds.{e}_url" for e in exchanges)
+            raise ConfigError(
+                f"no feed for {', '.join(exchanges)}: the simulator is disabled and {names} "
+                "is empty. Set simulator.enabled = true or give the URLs "
+                "(e.g. HEDGEFLOW_FEEDS__BINANCE_URL=wss://stream.binance.com:9443)"
+            )
+        self.simulator = MultiExchangeSimulator(
+            seed=sim.seed,
+            config=SimConfig(
+                exchanges=tuple(exchanges), quote_rate_hz=sim.quote_rate_hz,
+                trade_rate_hz=sim.trade_rate_hz, option_rate_hz=sim.option_rate_hz,
+                binance_symbols=tuple(sim.symbols),
+            ),
+            faults=sim.faults or None, host=sim.host, port=sim.port, clock=self.clock,
+            malformed_rate=sim.malformed_rate,
+        )
+        await self.simulator.start()
+        log_event(log, logging.INFO, "simulator listening", **self.simulator.urls)
+        return {e: self.simulator.urls[e] for e in exchanges}
 
     async def start(self) -> None:
         cfg = self.config
-        if cfg.simulator.enabled and not cfg.feeds.binance_url:
-            sim = cfg.simulator
-            self.simulator = BinanceSimulator(
-                symbols=tuple(sim.symbols), seed=sim.seed, quote_rate_hz=sim.quote_rate_hz,
-                trade_rate_hz=sim.trade_rate_hz, malformed_rate=sim.malformed_rate,
-                host=sim.host, port=sim.port, clock=self.clock,
-            )
-            await self.simulator.start()
-            log_event(log, logging.INFO, "simulator listening", url=self.simulator.url)
-        elif not cfg.feeds.binance_url:
-            from dataflows.config import ConfigError
-
-            raise ConfigError(
-                "no feed: the simulator is disabled and feeds.binance_url is empty. Set "
-                "simulator.enabled = true or feeds.binance_url (HEDGEFLOW_FEEDS__BINANCE_URL)"
-            )
+        feeds = cfg.feeds
+        self.urls = {e: getattr(feeds, f"{e}_url") for e in feeds.exchanges}
+        simulated = [e for e, url in self.urls.items() if not url]
+        if simulated:
+            self.urls.update(await self._start_simulator(simulated))
 
         self.graph = build_graph(
             clock=self.clock,
@@ -81,42 +92,67 @@ class Pipeline:
                     interval_s=cfg.oracle.interval_s,
                 )
             ),
+            silence_limit_s=feeds.silence_gap_s,
         )
         self.graph.oracle_prices.sink(self.oracle_view.on_prices)
+        self.graph.health.sink(self.connection_view.on_event)
 
-        source = WebsocketSource(
-            self._source_url(), binance.EXCHANGE, clock=self.clock,
-            batch_max_messages=cfg.feeds.batch_max_messages,
-            batch_max_latency_s=cfg.feeds.batch_max_latency_s,
-            reconnect_initial_s=cfg.feeds.reconnect_initial_s,
-            reconnect_max_s=cfg.feeds.reconnect_max_s,
-            silence_timeout_s=cfg.feeds.silence_timeout_s,
-        )
+        sources, self.deribit = build_sources(cfg, self.urls, self.graph.adapters, self.clock)
+        for source in sources:
+            self._start_source(source)
+        if self.deribit is not None:
+            await self._plan_deribit()
+            self._tasks.append(asyncio.create_task(self._deribit_refresh(), name="deribit chain"))
+        self._tasks.append(asyncio.create_task(self._ticker(), name="clock ticks"))
+        log_event(log, logging.INFO, "pipeline started", db=cfg.storage.db_path,
+                  exchanges=",".join(feeds.exchanges), connections=len(self.sources))
+        self.started.set()
+
+    def _start_source(self, source: WebsocketSource) -> None:
         source.connect(self.graph.raw)
         source.health.connect(self.graph.health)
         self.sources.append(source)
-        for s in self.sources:
-            s.stopped = False  # we own the task (streamz's start() would give us no handle)
-            self._tasks.append(asyncio.create_task(s.run(), name=f"source {s.exchange}"))
-        self._tasks.append(asyncio.create_task(self._ticker(), name="clock ticks"))
-        log_event(log, logging.INFO, "pipeline started", db=cfg.storage.db_path)
-        self.started.set()
+        source.stopped = False  # we own the task (streamz's start() would give us no handle)
+        self._source_tasks.append(asyncio.create_task(source.run(), name=f"source {source.name}"))
+
+    async def _plan_deribit(self) -> bool:
+        try:
+            for source in await self.deribit.plan():
+                self._start_source(source)
+            return True
+        except DeribitError as exc:
+            log_event(log, logging.ERROR, "deribit instruments unavailable", error=str(exc))
+            return False
+
+    async def _deribit_refresh(self) -> None:
+        ok = bool(self.deribit.sources)
+        while True:
+            await asyncio.sleep(DERIBIT_REFRESH_S if ok else DERIBIT_RETRY_S)
+            ok = await self._plan_deribit()
 
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(TICK_INTERVAL_S)
             self.graph.tick()
 
-    async def stop(self) -> dict:
-        """Stop everything in order; return the ledger's final counts."""
-        for s in self.sources:
-            s.stop()
+    # ------------------------------------------------------------------ stop
+    async def stop_sources(self) -> None:
+        """Stop reading; every message already read is handed to the graph."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
+        for s in self.sources:
+            s.stop()
+        for task in self._source_tasks:
+            task.cancel()
+        for task in [*self._tasks, *self._source_tasks]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        self._source_tasks.clear()
+
+    async def stop(self) -> dict:
+        """Stop everything in order; return the ledger's final counts."""
+        await self.stop_sources()
         if self.simulator is not None:
             await self.simulator.stop()
         counts = {}

@@ -34,3 +34,29 @@ class OracleView:
 
     def history(self, asset: str, since_ts: float = float("-inf")) -> list[OraclePrice]:
         return [p for p in self._history.get(asset, ()) if p.ts > since_ts]
+
+
+class ConnectionView:
+    """Each feed connection's health: its last event, and how often it connected and dropped."""
+
+    def __init__(self) -> None:
+        self._state: dict[tuple[str, str], dict] = {}
+        self.version = 0
+
+    def on_event(self, event) -> None:
+        key = (event.exchange, event.connection)
+        s = self._state.setdefault(
+            key, {"exchange": event.exchange, "connection": event.connection, "connects": 0,
+                  "disconnects": 0, "silences": 0},
+        )
+        s["state"], s["since"], s["detail"] = event.kind, event.ts, event.detail
+        if event.kind == "connected":
+            s["connects"] += 1
+        elif event.kind == "disconnected":
+            s["disconnects"] += 1
+        elif event.kind == "silent":
+            s["silences"] += 1
+        self.version += 1
+
+    def rows(self) -> list[dict]:
+        return [dict(v) for _, v in sorted(self._state.items())]

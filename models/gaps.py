@@ -95,4 +95,5 @@ class InstrumentSilence:
             for (ex, inst), start in self._silent_since.items()
         ]
         self._silent_since.clear()
+        self._last.clear()  # closed: a second close reports nothing again
         return gaps

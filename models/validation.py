@@ -42,6 +42,11 @@ def _implausible_time(ts: np.ndarray) -> np.ndarray:
     return ~((ts >= MIN_EVENT_TS_S) & (ts < MAX_EVENT_TS_S))
 
 
+def plausible_time(ts: float) -> bool:
+    """One time (epoch s) within the range ``_implausible_time`` accepts."""
+    return MIN_EVENT_TS_S <= ts < MAX_EVENT_TS_S
+
+
 def _not_positive_finite(x: np.ndarray) -> np.ndarray:
     # NaN compares false, so `x > 0` alone rejects NaN; isfinite rejects +inf.
     return ~(np.isfinite(x) & (x > 0))
@@ -73,25 +78,15 @@ def quote_rejections(quotes: QuoteBatch) -> np.ndarray:
 
 
 def trade_rejections(trades: TradeBatch) -> np.ndarray:
-    """Why each trade is invalid: price and size positive and finite; side is buy or sell;
-    trade id present and not repeated within the batch."""
-    n = len(trades)
-    duplicate = np.zeros(n, dtype=bool)
-    if n:
-        keys = np.char.add(
-            np.char.add(trades.instrument.astype(str), "\x1f"), trades.trade_id.astype(str)
-        )
-        _, first_index = np.unique(keys, return_index=True)
-        duplicate[:] = True
-        duplicate[first_index] = False
+    """Why each trade is invalid: price and size positive and finite; side is buy or sell; trade
+    id present. (Repeated trades are the validator's to refuse: it remembers across batches.)"""
     return _first_failure(
-        n,
+        len(trades),
         [
             (_not_positive_finite(trades.price), "trade price not positive and finite"),
             (_not_positive_finite(trades.size_coin), "trade size not positive and finite"),
             (~np.isin(trades.side, SIDES), "trade side is not buy or sell"),
             (trades.trade_id == "", "trade id missing"),
-            (duplicate, "duplicate trade id in batch"),
             (_implausible_time(trades.event_ts), "event time not a plausible UTC time (2009-2100)"),
         ],
     )

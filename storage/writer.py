@@ -171,6 +171,8 @@ class DuckDBWriter:
         """Buffer a data batch for ``table`` (a key of ``models.records.DATA_BATCHES``)."""
         if table not in DATA_BATCHES:
             raise ValueError(f"not a data table: {table!r}")
+        if not isinstance(batch, DATA_BATCHES[table]):
+            raise TypeError(f"{table} takes {DATA_BATCHES[table].__name__}, not {type(batch).__name__}")
         return self._append(table, batch_table(batch), batch.exchange.tolist(), now)
 
     def append_quotes(self, batch: QuoteBatch, now: float) -> Commit | None:
@@ -211,16 +213,16 @@ class DuckDBWriter:
         self.con.execute("BEGIN TRANSACTION")
         try:
             for table, parts in self._buffers.items():
-                data = pa.concat_tables(parts)
-                self.con.register("_hedgeflow_buffer", data)
-                try:
-                    # Table names come from this module's fixed set, never from user text.
-                    self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _hedgeflow_buffer")
-                finally:
-                    self.con.unregister("_hedgeflow_buffer")
+                self.con.register("_hedgeflow_buffer", pa.concat_tables(parts))
+                # Table names come from this module's fixed set, never from user text.
+                self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _hedgeflow_buffer")
+                self.con.unregister("_hedgeflow_buffer")
             self.con.execute("COMMIT")
         except Exception:
+            # Roll back first: in an aborted transaction even unregister fails and would hide the
+            # real error. The rows stay buffered; the error is the caller's to see.
             self.con.execute("ROLLBACK")
+            self.con.unregister("_hedgeflow_buffer")
             raise
         commit = Commit(rows={t: c for t, c in self._pending.items() if c})
         self._buffers.clear()

@@ -211,6 +211,7 @@ def level(entry: Any, kind: str) -> tuple[float, float]:
 
 
 _NUMBER_TYPES = frozenset({str, int, float})
+_LEVEL_TYPES = frozenset({list, tuple})
 
 
 def parse_levels(entries: Any, kind: str) -> tuple[list[float], list[float]]:
@@ -222,7 +223,10 @@ def parse_levels(entries: Any, kind: str) -> tuple[list[float], list[float]]:
     try:
         prices = [float(e[0]) for e in entries]
         sizes = [float(e[1]) for e in entries]
-        if {type(e[0]) for e in entries} | {type(e[1]) for e in entries} <= _NUMBER_TYPES:
+        # A level given as a string ("12") indexes into characters; as a dict, by key.
+        if {type(e) for e in entries} <= _LEVEL_TYPES and (
+            {type(e[0]) for e in entries} | {type(e[1]) for e in entries} <= _NUMBER_TYPES
+        ):
             return prices, sizes
     except (TypeError, ValueError, IndexError, KeyError, OverflowError):
         pass

@@ -63,6 +63,8 @@ def _channel(msg: dict) -> tuple[str, dict]:
     if "id" in msg and ("result" in msg or "error" in msg or "code" in msg):
         return "control", msg
     event = msg.get("e")
+    if not isinstance(event, (str, type(None))):
+        raise Malformed(f"field 'e' is not an event name: {event!r}")
     if event in _EVENT_CHANNEL:
         return _EVENT_CHANNEL[event], msg
     if event in _IGNORED_EVENTS:

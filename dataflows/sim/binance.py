@@ -125,6 +125,9 @@ class SymbolMarket:
         tick = self.spec.tick_size
         self.ladder = Ladder(DEPTH_LEVELS, ladder_step_ticks(self.spec.spot_usd, tick), self._book_rng,
                              tick, self.spec.lot_size, self.spec.quote_notional_usd / 4)
+        bid_ticks, ask_ticks = round(self.bid / tick), round(self.ask / tick)
+        self.ladder.update(bid_ticks, self.ladder._new_size(bid_ticks), ask_ticks,
+                           self.ladder._new_size(ask_ticks))  # the book before the first diff
         self.depth_id = int(self._book_rng.integers(1_000_000_000, 5_000_000_000))
         self._window_first: int | None = None
         self._window: dict[tuple[str, int], float] = {}

@@ -78,7 +78,7 @@ class _Symbol:
         return f"{value:.{self.pdec}f}"
 
     def size(self, value: float) -> str:
-        return f"{value:.{self.sdec}f}"
+        return f"{value:.{self.sdec}f}" if value else "0"
 
     def next_cs(self) -> int:
         self.cs += int(self.rng.integers(1, 40))
@@ -188,10 +188,13 @@ class BybitVenue(Venue):
         def fire(due: float) -> float:
             before = s.quoter.last_price
             price, size, taker = s.quoter.trade()
-            s.tick_direction = ("PlusTick" if price > before else "MinusTick" if price < before
-                                else s.tick_direction.replace("Zero", "").join(("Zero", "")))
-            if s.tick_direction not in ("PlusTick", "MinusTick", "ZeroPlusTick", "ZeroMinusTick"):
-                s.tick_direction = "ZeroPlusTick"
+            if price > before:
+                s.tick_direction = "PlusTick"
+            elif price < before:
+                s.tick_direction = "MinusTick"
+            else:
+                s.tick_direction = ("ZeroPlusTick" if "Plus" in s.tick_direction
+                                    else "ZeroMinusTick")
             s.volume += size
             s.turnover += size * price
             s.high, s.low = max(s.high, price), min(s.low, price)

@@ -21,9 +21,11 @@
   that changed (size "0.00000000" removes one).
 
 ``sequence`` is per product and shared by ``ticker`` and ``match``: it increases by exactly 1 per
-message generated, so a client subscribed to both channels sees it contiguous (a ``skip_seq``
-fault skips one). Prices are decimal strings on the product's quote increment (0.01), sizes on its
-base increment (8 decimals); times RFC 3339 with microseconds.
+message generated, so a client subscribed to both channels sees it contiguous; ``trade_id`` is +1
+per match. A ``skip_seq`` fault loses one match: the next match's ``sequence`` and ``trade_id``
+both skip one (heartbeats' ``last_trade_id`` tell the same). Prices are decimal strings on the
+product's quote increment (0.01), sizes on its base increment (8 decimals); times RFC 3339 with
+microseconds.
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ class CoinbaseVenue(Venue):
         out = []
         for p in self.products.values():
             p.quoter.requote(self._mid(p))
+            p.quoter.take_book_changes()  # the first book is the snapshot's, not a change
             if self.quote_rate_hz > 0:
                 out.append((1.0 / self.quote_rate_hz,
                             periodic(1.0 / self.quote_rate_hz, lambda due, p=p: self._quote(p))))
@@ -142,7 +145,7 @@ class CoinbaseVenue(Venue):
         changed = p.quoter.requote(self._mid(p))
         if not changed:
             return
-        seq, skipped = p.next_sequence(self.skip())
+        seq, skipped = p.next_sequence(False)
         ts, ooo = self.event_ts(f"ticker:{p.product}")
         if self.stale:
             return
@@ -152,11 +155,13 @@ class CoinbaseVenue(Venue):
     def _trade_timer(self, p: _Product):
         def fire(due: float) -> float:
             price, size, taker = p.quoter.trade()
-            p.trade_id += 1
+            # A skip_seq fault on a match loses one match: its sequence and its trade id.
+            skip = self.skip()
+            p.trade_id += 2 if skip else 1
             p.volume_24h += size
             p.volume_30d += size
             p.low_24h, p.high_24h = min(p.low_24h, price), max(p.high_24h, price)
-            seq, skipped = p.next_sequence(self.skip())
+            seq, skipped = p.next_sequence(skip)
             ts, ooo = self.event_ts(f"matches:{p.product}")
             match = {
                 "type": "match", "trade_id": p.trade_id, "maker_order_id": uuid_from(p.rng),

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import uuid
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -232,17 +233,21 @@ class Ladder:
     """
 
     def __init__(self, depth: int, step_ticks: int, rng: np.random.Generator, tick: float,
-                 lot: float, level_notional_usd: float) -> None:
+                 lot: float, level_notional_usd: float,
+                 size_fn: Callable[[float], float] | None = None) -> None:
         self.depth = int(depth)
         self.step_ticks = max(1, int(step_ticks))
         self.rng = rng
         self.tick = tick
         self.lot = lot
         self.level_notional_usd = level_notional_usd
+        self.size_fn = size_fn  # price → a level's size (default: coin on the lot grid)
         self.bids: dict[int, float] = {}
         self.asks: dict[int, float] = {}
 
     def _new_size(self, ticks: int) -> float:
+        if self.size_fn is not None:
+            return self.size_fn(ticks * self.tick)
         return _size(self.rng, self.level_notional_usd, ticks * self.tick, self.lot)
 
     def _target(self, best: int, best_size: float, side: str, old: dict[int, float]) -> dict[int, float]:
@@ -319,7 +324,8 @@ class Quoter:
         self.last_price = math.nan
         self.last_size = 0.0
         self.last_side = "buy"
-        self.ladder = (Ladder(ladder_depth, ladder_step_ticks, rng, tick, lot, quote_notional_usd)
+        self.ladder = (Ladder(ladder_depth, ladder_step_ticks, rng, tick, lot, quote_notional_usd,
+                              size_fn=lambda price: self._amount(self.quote_notional_usd, price))
                        if ladder_depth > 0 else None)
         self.book_changes: list[tuple[str, int, float]] = []
 
@@ -353,8 +359,9 @@ class Quoter:
         self.bid_size, self.ask_size = bid_size, ask_size
         if self.ladder is not None:
             self.book_changes.extend(self.ladder.update(bid_ticks, bid_size, ask_ticks, ask_size))
-        if math.isnan(self.last_price):
+        if math.isnan(self.last_price):  # a plausible "last trade" before the first one
             self.last_price = self.mid
+            self.last_size = self._amount(self.trade_notional_usd, self.mid)
         return changed
 
     def trade(self) -> tuple[float, float, str]:

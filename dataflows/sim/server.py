@@ -413,9 +413,11 @@ class ExchangeServer:
                 self.http_requests += 1
                 status, body = answer
                 response = connection.respond(HTTPStatus(status), "")
-                response.body = body
+                del response.headers["Content-Type"]
+                del response.headers["Content-Length"]
                 response.headers["Content-Type"] = "application/json"
                 response.headers["Content-Length"] = str(len(body))
+                response.body = body
                 return response
         if path not in self.venue.paths:
             return connection.respond(
@@ -456,7 +458,7 @@ class ExchangeServer:
     # ---------------------------------------------------------------- writing
     def _write(self, conn: Conn, payload: bytes, key: tuple[str, str], limit: int | None) -> bool:
         ws = conn.ws
-        if ws.state is not State.OPEN:
+        if ws.state is not State.OPEN or "dropped" in conn.state:
             return False
         if self.stalled:
             self.withheld[key] += 1
@@ -490,19 +492,30 @@ class ExchangeServer:
         return self._write(conn, payload, (kind, verdict), None)
 
     def drop_all(self, mode: str = "abort") -> int:
-        """Cut every open connection: "abort" without a close frame, "close" with one (1011)."""
+        """Cut every open connection: "abort" without a close frame (the TCP connection is closed
+        under the client: it sees 1006), "close" with a close frame (1011). Nothing more is
+        written to a dropped connection, and an abort waits for the frames already counted to
+        leave the transport's buffer, so every counted frame reaches the client."""
         n = 0
         for conn in list(self.conns):
             ws = conn.ws
-            if ws.state is not State.OPEN:
+            if ws.state is not State.OPEN or conn.state.get("dropped"):
                 continue
             n += 1
+            conn.state["dropped"] = True
             if mode == "close":
                 asyncio.ensure_future(ws.close(1011, "simulated drop"))
             else:
-                ws.transport.abort()
+                self._abort_when_flushed(ws, deadline=asyncio.get_running_loop().time() + 2.0)
         self.meta["drops"] += n
         return n
+
+    def _abort_when_flushed(self, ws: ServerConnection, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        if ws.transport.get_write_buffer_size() == 0 or loop.time() > deadline:
+            ws.transport.abort()
+        else:
+            loop.call_later(0.005, self._abort_when_flushed, ws, deadline)
 
     # ---------------------------------------------------------------- counters
     def sent_counts(self) -> dict[str, int]:

@@ -51,12 +51,19 @@ def test_replay_prints_the_counts_as_json(binance_capture, tmp_path, capsys):
     out = capsys.readouterr().out
     counts = json.loads(out)
     b = counts["exchanges"]["binance"]
-    assert (b["messages"], b["trades"], b["quotes"], b["ignored"], b["quarantined"], b["pending"]) == (
-        265, 2, 84, 179, 0, 0)
+    assert {k: b[k] for k in ("messages", "data", "control", "ignored", "quarantined")} == {
+        "messages": 265, "data": 263, "control": 0, "ignored": 2, "quarantined": 0}
+    assert {k: b[k] for k in ("trades", "quotes", "option_tickers", "book_updates", "funding", "index_prices",
+                              "gaps", "pending")} == {
+        "trades": 2, "quotes": 84, "option_tickers": 0, "book_updates": 422, "funding": 0, "index_prices": 0,
+        "gaps": 0, "pending": 0}
+    assert counts["total"]["messages"] == 265 and counts["total"]["pending"] == 0
     assert counts["db"] == str(db)
     con = duckdb.connect(str(db), read_only=True)
     try:
         assert con.execute("SELECT count(*) FROM quotes").fetchone() == (84,)
+        assert con.execute("SELECT count(*) FROM book_updates").fetchone() == (422,)
+        assert con.execute("SELECT count(*) FROM trades").fetchone() == (2,)
     finally:
         con.close()
 
@@ -116,10 +123,15 @@ def test_simulate_runs_for_its_duration_and_prints_what_it_sent(tmp_path):
         capture_output=True, text=True, timeout=60, env=subprocess_env(), cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "ws://127.0.0.1:" in proc.stderr  # where to connect
     sent = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "binance" in sent
+    for exchange in sent:  # where to connect, per simulated exchange
+        assert f"hedgeflow: {exchange} simulator on ws://127.0.0.1:" in proc.stderr
     # Nobody connected: a server with no subscribers writes nothing, and says so.
-    assert sent == {"aggTrade": 0, "bookTicker": 0, "control": 0, "malformed": 0, "total": 0}
+    for exchange, counts in sent.items():
+        assert "total" in counts, exchange
+        assert all(isinstance(n, int) for n in counts.values())
+        assert {kind: n for kind, n in counts.items() if n} == {}, exchange
 
 
 def test_run_without_dashboard_stores_and_reconciles(tmp_path):

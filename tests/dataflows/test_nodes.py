@@ -21,8 +21,6 @@ from models.records import (
     NormalizedBatch,
     OptionTickerBatch,
     QuarantineRecord,
-    QuoteBatch,
-    TradeBatch,
 )
 from tests.conftest import make_quotes, make_raw, make_trades
 
@@ -331,11 +329,6 @@ def test_dedup_memory_is_bounded():
     assert len(v(normalized(1, trades=make_trades({"trade_id": "3"}))).quarantine) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG models/validation.py trade_rejections: its row-level rule 'duplicate trade id in batch' "
-    "marks the later copy even when the first copy's message is refused, so the Validator refuses "
-    "the valid later message too and the trade is never stored (the Validator's own RecentKeys "
-    "check already excludes refused messages)"))
 def test_a_valid_trade_after_a_refused_copy_in_the_same_batch_is_kept():
     bad, good = aggtrade(7, price="-1"), aggtrade(7)
     out = Validator()(normalize(make_raw("binance", [(T0, bad), (T0 + 0.1, good)])))

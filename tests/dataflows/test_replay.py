@@ -46,14 +46,22 @@ def test_replay_of_recorded_binance_counts(replayed):
     counts, db = replayed
     b = counts["exchanges"]["binance"]
     assert list(counts["exchanges"]) == ["binance"]
-    assert b["messages"] == 265
-    assert b["trades"] == 2
-    assert b["quotes"] == 84
-    assert b["ignored"] == 179
-    assert b["quarantined"] == 0
-    assert b["control"] == 0
-    assert b["pending"] == 0
-    assert counts["total"]["messages"] == 265 and counts["total"]["pending"] == 0
+    assert b == {
+        "messages": 265,
+        "data": 263,  # 84 bookTicker + 2 aggTrade + 177 depth@100ms messages
+        "control": 0,
+        "ignored": 2,  # kline_1m
+        "quarantined": 0,
+        "trades": 2,
+        "quotes": 84,
+        "option_tickers": 0,
+        "book_updates": 422,  # one row per price level of the 177 depth diffs
+        "funding": 0,
+        "index_prices": 0,
+        "gaps": 0,  # the depth update ids follow on; the capture's instruments are not BTC/ETH
+        "pending": 0,
+    }
+    assert counts["total"] == b
     assert counts["db"] == str(db)
     assert len(counts["captures"]) == 1 and counts["captures"][0].endswith("BINANCE.ws.1.0")
     json.dumps(counts)  # printable as the CLI prints it
@@ -65,13 +73,27 @@ def test_replay_database_rows_match_the_counts(replayed):
     try:
         tc = table_counts(con)
         b = counts["exchanges"]["binance"]
-        assert (tc["trades"], tc["quotes"], tc["quarantine"]) == (b["trades"], b["quotes"], b["quarantined"])
+        for table in ("trades", "quotes", "option_tickers", "book_updates", "funding", "index_prices", "gaps"):
+            assert tc[table] == b[table], table
+        assert tc["quarantine"] == b["quarantined"]
+        assert tc["book_updates"] == 422
         df = counts_by_exchange(con)
         assert df.to_dict("records") == [{"exchange": "binance", "trades": 2, "quotes": 84, "quarantined": 0}]
         # stored times are the capture's, in order
         first, last = con.execute("SELECT min(epoch(receive_ts)), max(epoch(receive_ts)) FROM quotes").fetchone()
         assert first == pytest.approx(1633998513.377805, abs=1e-6)
         assert last <= 1633998542.0778618
+        # the first depth diff, as stored: three NKNUSDT bid levels with the message's last update id
+        assert con.execute("""
+            SELECT instrument, side, price, size_coin, sequence, is_snapshot
+            FROM book_updates ORDER BY receive_ts, rowid LIMIT 3""").fetchall() == [
+            ("NKNUSDT", "bid", 0.3513, 6195.0, 499869752, False),
+            ("NKNUSDT", "bid", 0.3475, 5548.0, 499869752, False),
+            ("NKNUSDT", "bid", 0.3464, 6222.0, 499869752, False),
+        ]
+        assert con.execute(
+            "SELECT instrument, count(*) FROM book_updates GROUP BY ALL ORDER BY instrument").fetchall() == [
+            ("BLZETH", 12), ("LRCBTC", 27), ("NKNUSDT", 379), ("RUNEEUR", 4)]
     finally:
         con.close()
 
@@ -151,7 +173,7 @@ def test_merging_two_captures_by_time(tmp_path):
     counts = replay_to_db([a, b], db)
     c = counts["exchanges"]["binance"]
     assert list(counts["exchanges"]) == ["binance"]
-    assert (c["messages"], c["quotes"], c["quarantined"], c["control"], c["pending"]) == (7, 5, 1, 1, 0)
+    assert (c["messages"], c["data"], c["quotes"], c["quarantined"], c["control"], c["pending"]) == (7, 5, 5, 1, 1, 0)
     con = duckdb.connect(str(db), read_only=True)
     try:
         # stored in merged (receive time) order
@@ -166,17 +188,54 @@ def test_merging_two_captures_by_time(tmp_path):
 
 def test_merging_captures_of_two_exchanges_keeps_them_apart(tmp_path):
     a = write_capture(tmp_path / "BINANCE.a", [(1700000010.0, book("BTCUSDT", 1, 2)), (1700000010.2, book("BTCUSDT", 1, 2))])
-    k = write_capture(tmp_path / "KRAKEN.x", [(1700000010.1, '{"event":"heartbeat"}')])
+    k = write_capture(tmp_path / "ACME.x", [(1700000010.1, '{"event":"heartbeat"}')])
     merged = list(merged_captures([a, k]))
-    assert [l.exchange for l in merged] == ["binance", "kraken", "binance"]
+    assert [l.exchange for l in merged] == ["binance", "acme", "binance"]
     groups = list(batches(iter(merged)))
-    assert [g.exchange for g in groups] == ["binance", "kraken", "binance"]
-    counts = replay_to_db([a, k], tmp_path / "two.duckdb")
+    assert [g.exchange for g in groups] == ["binance", "acme", "binance"]
+    db = tmp_path / "two.duckdb"
+    counts = replay_to_db([a, k], db)
     assert counts["exchanges"]["binance"]["quotes"] == 2
-    # no Kraken adapter yet: quarantined, never lost
-    assert counts["exchanges"]["kraken"]["messages"] == 1
-    assert counts["exchanges"]["kraken"]["quarantined"] == 1
+    # an exchange without an adapter: quarantined, never lost
+    acme = counts["exchanges"]["acme"]
+    assert (acme["messages"], acme["quarantined"], acme["data"], acme["pending"]) == (1, 1, 0, 0)
     assert counts["total"]["pending"] == 0
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        (reason, raw), = con.execute("SELECT reason, raw FROM quarantine WHERE exchange = 'acme'").fetchall()
+        assert reason.startswith("acme no adapter for this exchange") and raw == '{"event":"heartbeat"}'
+    finally:
+        con.close()
+
+
+def depth(U: int, u: int, E: float) -> str:
+    return json.dumps({"stream": "btcusdt@depth@100ms", "data": {
+        "e": "depthUpdate", "E": int(E * 1000), "s": "BTCUSDT", "U": U, "u": u,
+        "b": [["30000.0", "1.5"]], "a": [["30001.0", "0"]]}}, separators=(",", ":"))
+
+
+def test_replay_records_sequence_gaps_and_stale_updates(tmp_path):
+    t = 1700002000.0
+    cap = write_capture(tmp_path / "BINANCE.depth", [
+        (t, depth(10, 12, t)),
+        (t + 0.1, depth(13, 13, t + 0.1)),
+        (t + 0.2, depth(20, 21, t + 0.2)),  # 14..19 lost
+        (t + 0.3, depth(18, 21, t + 0.3)),  # nothing new: stale
+        (t + 0.4, depth(22, 22, t + 0.4)),
+    ])
+    db = tmp_path / "depth.duckdb"
+    counts = replay_to_db([cap], db)
+    c = counts["exchanges"]["binance"]
+    assert (c["messages"], c["data"], c["quarantined"], c["book_updates"], c["gaps"], c["pending"]) == (5, 4, 1, 8, 1, 0)
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        assert con.execute(
+            "SELECT instrument, kind, epoch(start_ts), epoch(end_ts), missing, detail FROM gaps").fetchall() == [
+            ("BTCUSDT", "sequence", t + 0.2, t + 0.2, 6, "depth update ids 14..19 missing")]
+        (reason,), = con.execute("SELECT reason FROM quarantine").fetchall()
+        assert reason == "binance depthUpdate: stale update ids 18..21 (expected 22)"
+    finally:
+        con.close()
 
 
 # ----------------------------------------------------------------------- errors

@@ -15,11 +15,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.market_sim import (
+    FUNDING_INTERVAL_S,
     SECONDS_PER_YEAR,
     GbmJumpParams,
     GbmJumpPath,
+    OUParams,
+    OUProcess,
+    PerpetualModel,
+    PerpParams,
     bid_ask,
     log_increments,
+    next_funding_ts,
+    ou_step,
     simulate_path,
     simulate_paths,
 )
@@ -154,3 +161,62 @@ def test_prices_always_positive_and_finite(spot, vol, drift, intensity, jump_mea
     for _ in range(min(n_steps, 20)):
         price = stepper.step(dt_s)
         assert math.isfinite(price) and price > 0.0
+
+
+# ---------------------------------------------------------------------------- mean reversion
+
+
+def test_ou_step_matches_its_closed_form_moments():
+    mean, half_life, stdev, x0 = 1e-4, 3600.0, 1.5e-4, 8e-4
+    dt = 1800.0
+    z = np.random.default_rng(3).standard_normal(N_PATHS)
+    x = ou_step(x0, mean, half_life, stdev, dt, z)
+    a = 2.0 ** (-dt / half_life)
+    expected_mean = mean + (x0 - mean) * a
+    expected_sd = stdev * math.sqrt(1 - a * a)
+    assert abs(x.mean() - expected_mean) < 5 * expected_sd / math.sqrt(N_PATHS)
+    assert x.std(ddof=1) == pytest.approx(expected_sd, rel=5 * math.sqrt(2.0 / N_PATHS))
+    # Half-life: the expected distance to the mean halves.
+    assert ou_step(x0, mean, half_life, stdev, half_life, 0.0) == pytest.approx(
+        mean + 0.5 * (x0 - mean))
+    with pytest.raises(ValueError):
+        ou_step(x0, mean, 0.0, stdev, dt, 0.0)
+
+
+def test_ou_process_is_stationary_and_reproducible():
+    params = OUParams(mean=0.0, stdev=2e-4, half_life_s=30.0)
+    a = OUProcess(params, np.random.default_rng(5))
+    b = OUProcess(params, np.random.default_rng(5))
+    xs = np.array([a.step(1.0) for _ in range(20_000)])
+    assert xs.tolist()[:50] == [b.step(1.0) for _ in range(50)]
+    # ~20000 / 43 (decorrelation steps) effective samples: loose bounds.
+    assert abs(xs.mean()) < 0.3 * params.stdev
+    assert xs.std() == pytest.approx(params.stdev, rel=0.15)
+    with pytest.raises(ValueError):
+        OUParams(mean=0.0, stdev=-1.0, half_life_s=1.0)
+
+
+def test_funding_rate_mean_reverts_around_one_bp_and_can_go_negative():
+    model = PerpetualModel(PerpParams(), np.random.default_rng(11))
+    rates, premiums = [], []
+    for _ in range(20_000):
+        model.step(600.0)  # ten minutes
+        rates.append(model.funding_rate)
+        premiums.append(model.premium)
+    rates = np.array(rates)
+    assert 0.3e-4 < rates.mean() < 1.7e-4
+    assert (rates < 0).mean() > 0.1 and (rates > 0).mean() > 0.5
+    assert rates.std() == pytest.approx(1.5e-4, rel=0.25)
+    assert np.abs(rates).max() < 1e-3
+    index = 97_000.0
+    mark = model.mark(index)
+    assert mark == pytest.approx(index * (1 + model.premium))
+    assert abs(mark / index - 1) < 2e-3  # a mark near spot
+
+
+def test_next_funding_time_is_the_next_eight_hour_boundary():
+    t = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+    nxt = next_funding_ts(t)
+    assert nxt == 1_700_006_400.0  # 2023-11-15 00:00 UTC
+    assert nxt % FUNDING_INTERVAL_S == 0 and 0 < nxt - t <= FUNDING_INTERVAL_S
+    assert next_funding_ts(nxt) == nxt + FUNDING_INTERVAL_S

@@ -306,16 +306,14 @@ def test_a_malformed_depth_update_does_not_move_the_sequence():
     assert nb.gaps == () and nb.book_updates.sequence.tolist() == [2, 4]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: an update id beyond int64 (a decimal string or a u64 JSON number) passes "
-    "base.integer() and is stored as BookUpdate.sequence; BatchBuilder.build() then raises "
-    "OverflowError outside any message, so BinanceAdapter.normalize raises and the whole batch is "
-    "lost instead of that message being quarantined"))
-def test_an_update_id_too_large_for_int64_is_quarantined_not_raised():
-    huge = depth(1, 2**63 + 5)
-    nb = run(combined("nknusdt@bookTicker", BOOK), huge)
+@pytest.mark.parametrize("u", [2**63, 2**64 - 1, "99999999999999999999"])
+def test_an_update_id_too_large_for_int64_is_quarantined_not_raised(u):
+    # the tables store sequence numbers as BIGINT: a larger id must not reach the batch
+    huge = combined("nknusdt@depth@100ms", {**DEPTH, "U": 1, "u": u})
+    nb = run(combined("nknusdt@bookTicker", BOOK), huge, depth(1, 2))
     assert [r.raw for r in nb.quarantine] == [huge]
-    assert len(nb.quotes) == 1
+    assert "depthUpdate: field 'u' is out of the 64-bit integer range" in nb.quarantine[0].reason
+    assert len(nb.quotes) == 1 and nb.book_updates.sequence.tolist() == [2]
 
 
 # ------------------------------------------------------------------------ mark price, funding
