@@ -119,7 +119,7 @@ def build_sources(
 
     def make_source(protocol, name: str) -> WebsocketSource:
         return WebsocketSource(
-            protocol, protocol.exchange or name.split("-")[0], clock=clock, name=name,
+            protocol, protocol.exchange or name.split("-")[0], clock=clock, label=name,
             batch_max_messages=feeds.batch_max_messages,
             batch_max_latency_s=feeds.batch_max_latency_s,
             reconnect_initial_s=feeds.reconnect_initial_s,

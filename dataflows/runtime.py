@@ -113,7 +113,7 @@ class Pipeline:
         source.health.connect(self.graph.health)
         self.sources.append(source)
         source.stopped = False  # we own the task (streamz's start() would give us no handle)
-        self._source_tasks.append(asyncio.create_task(source.run(), name=f"source {source.name}"))
+        self._source_tasks.append(asyncio.create_task(source.run(), name=f"source {source.label}"))
 
     async def _plan_deribit(self) -> bool:
         try:

@@ -45,7 +45,7 @@ class WebsocketSource(streamz.Source):
         exchange: str,
         *,
         clock: Clock | None = None,
-        name: str | None = None,
+        label: str | None = None,
         batch_max_messages: int = 1000,
         batch_max_latency_s: float = 0.05,
         reconnect_initial_s: float = 0.5,
@@ -57,7 +57,7 @@ class WebsocketSource(streamz.Source):
     ) -> None:
         self.protocol = FeedProtocol(protocol) if isinstance(protocol, str) else protocol
         self.exchange = exchange
-        self.name = name or exchange
+        self.label = label or exchange
         self.clock = clock or WallClock()
         self.batch_max_messages = batch_max_messages
         self.batch_max_latency_s = batch_max_latency_s
@@ -69,7 +69,7 @@ class WebsocketSource(streamz.Source):
         self.disconnects = 0
         self.silences = 0
         self.received = 0
-        self.health = streamz.Stream(stream_name=f"{self.name} health")
+        self.health = streamz.Stream(stream_name=f"{self.label} health")
         self.connected = asyncio.Event()
         self._rng = random.Random(seed)
         super().__init__(**kwargs)
@@ -83,7 +83,7 @@ class WebsocketSource(streamz.Source):
         return self.protocol.url()
 
     def _event(self, kind: str, detail: str = "") -> None:
-        self.health.emit(ConnectionEvent(self.exchange, self.name, kind, self.clock.now(), detail))
+        self.health.emit(ConnectionEvent(self.exchange, self.label, kind, self.clock.now(), detail))
 
     async def run(self) -> None:
         failures = 0

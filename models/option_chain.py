@@ -85,7 +85,7 @@ ETH_SURFACE = SurfaceParams(atm_vol_short=0.58, atm_vol_long=0.75, tau_years=0.2
 
 
 def atm_vol(T, params: SurfaceParams):
-    """ATM implied vol at maturity ``T`` (years): from ``atm_vol_short`` towards ``atm_vol_long``."""
+    """ATM implied vol at maturity ``T`` (years): ``atm_vol_short`` rising to ``atm_vol_long``."""
     T = np.asarray(T, dtype=np.float64)
     return params.atm_vol_long + (params.atm_vol_short - params.atm_vol_long) * np.exp(
         -T / params.tau_years)
@@ -303,7 +303,8 @@ def build_chain(asset: str, spot: float, now_ts: float, surface: SurfaceParams,
                 strikes.append(float(strike))
                 calls.append(is_call)
                 idx.append(i)
-    return ChainSpec(asset=asset, names=tuple(names), expiry_ts=np.asarray(exp_ts, dtype=np.float64),
+    return ChainSpec(asset=asset, names=tuple(names),
+                     expiry_ts=np.asarray(exp_ts, dtype=np.float64),
                      strike=np.asarray(strikes, dtype=np.float64),
                      is_call=np.asarray(calls, dtype=bool), expiries=tuple(expiries),
                      expiry_index=np.asarray(idx, dtype=np.int64), created_ts=float(now_ts))
@@ -334,7 +335,7 @@ def coin_price(F, K, T, sigma, call):
 
 
 def implied_vol_coin(price_coin, F, K, T, call, lo: float = 1e-3, hi: float = 5.0,
-                     iterations: int = 60):
+                     iterations: int = 48):
     """Vol reproducing an inverse premium in coin, by vectorized bisection on [lo, hi]; NaN where
     the price is at or below intrinsic or above the ``hi``-vol price. (A private helper for quoting:
     hedgeflow's general ``implied_vol`` lives in ``models.pricing``.)"""

@@ -80,6 +80,24 @@ class MultiExchangeSimulator(SimulatorBase):
     Attributes after ``start()``: ``urls`` (websocket URL per exchange), ``http_urls`` (HTTP base
     per exchange: Deribit's ``/api/v2/public/...``, Binance's ``/api/v3/depth``), ``servers``,
     ``venues``, ``market``.
+
+    ``sent_counts(exchange)`` counts the frames written to that exchange's client sockets (summed
+    over connections), by kind:
+
+    - binance: ``bookTicker``, ``aggTrade``, ``depth``, ``markPrice``
+    - coinbase: ``ticker``, ``match``, ``last_match``, ``snapshot``, ``l2update``, ``heartbeat``
+    - kraken: ``ticker``, ``trade``, ``book``, ``heartbeat``
+    - bybit: ``tickers``, ``publicTrade``, ``orderbook``
+    - deribit: ``ticker`` (perpetuals), ``option_ticker``, ``book``, ``trades``, ``index``,
+      ``heartbeat`` (test_request notifications)
+
+    and for every exchange ``control`` (acks, subscription lists, pongs, RPC results, status and
+    error replies), ``malformed`` (every malformed kind), ``repeated_trades`` (the second copies)
+    and ``total`` (the sum of all of these = frames written). Data kinds count well-formed
+    messages only. Then, not part of ``total``: ``skipped_seq`` (sequence numbers skipped in
+    frames written), ``out_of_order`` (frames written stamped before their predecessor) and
+    ``drops`` (connections cut). ``withheld_counts(exchange)`` counts what was generated but not
+    written (stalled, or a client too slow to drain its buffer).
     """
 
     def __init__(self, seed: int = 7, config: SimConfig | None = None,

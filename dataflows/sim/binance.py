@@ -123,7 +123,8 @@ class SymbolMarket:
         # Depth: an L2 ladder with its own update-id space (U/u), changes accumulated per window.
         self._book_rng = np.random.default_rng(book_seed)
         tick = self.spec.tick_size
-        self.ladder = Ladder(DEPTH_LEVELS, ladder_step_ticks(self.spec.spot_usd, tick), self._book_rng,
+        self.ladder = Ladder(DEPTH_LEVELS, ladder_step_ticks(self.spec.spot_usd, tick),
+                             self._book_rng,
                              tick, self.spec.lot_size, self.spec.quote_notional_usd / 4)
         bid_ticks, ask_ticks = round(self.bid / tick), round(self.ask / tick)
         self.ladder.update(bid_ticks, self.ladder._new_size(bid_ticks), ask_ticks,
@@ -333,7 +334,8 @@ class BinanceVenue(Venue):
                 data["a"] = _fmt(m.ask * (1 + deviation))
             if not self.stale:
                 stream = m.stream_names[0]
-                self.emit(stream, BOOK_TICKER, {"stream": stream, "data": data}, _SPECS[BOOK_TICKER])
+                self.emit(stream, BOOK_TICKER, {"stream": stream, "data": data},
+                          _SPECS[BOOK_TICKER])
             return due + period
         return fire
 

@@ -97,7 +97,8 @@ class BybitVenue(Venue):
             asset = base_asset(symbol)
             if asset not in self.market.specs:
                 raise ValueError(f"bybit symbol {symbol!r}: no simulated market for its base asset")
-            self.symbols[symbol] = _Symbol(symbol, asset, ctx.seed, self.market.specs[asset].spot_usd)
+            spot = self.market.specs[asset].spot_usd
+            self.symbols[symbol] = _Symbol(symbol, asset, ctx.seed, spot)
         cfg = ctx.config
         self.quote_rate_hz = cfg.quote_rate_hz
         self.trade_rate_hz = cfg.trade_rate_hz

@@ -101,7 +101,8 @@ _INDEX_SPEC = MsgSpec(price=_NOTE + ("price",))
 
 
 def _note(channel: str, data: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "method": "subscription", "params": {"channel": channel, "data": data}}
+    return {"jsonrpc": "2.0", "method": "subscription",
+            "params": {"channel": channel, "data": data}}
 
 
 def _ms(ts: float) -> int:
@@ -324,7 +325,8 @@ class DeribitVenue(Venue):
                 out.append((1.0 / cfg.perp_rate_hz,
                             periodic(1.0 / cfg.perp_rate_hz, lambda due, p=perp: self._perp(p))))
             if cfg.trade_rate_hz > 0:
-                out.append((perp.quoter.trade_gap_s(cfg.trade_rate_hz), self._perp_trade_timer(perp)))
+                out.append((perp.quoter.trade_gap_s(cfg.trade_rate_hz),
+                            self._perp_trade_timer(perp)))
             if cfg.index_rate_hz > 0:
                 out.append((1.0 / cfg.index_rate_hz,
                             periodic(1.0 / cfg.index_rate_hz, lambda due, c=c: self._index(c))))
@@ -566,8 +568,8 @@ class DeribitVenue(Venue):
         opt.volume += amount
         opt.low = price if math.isnan(opt.low) else min(opt.low, price)
         opt.high = price if math.isnan(opt.high) else max(opt.high, price)
-        opt.open_interest = round(opt.open_interest + amount * (1 if rng.random() < 0.6 else -0.5), 1)
-        opt.open_interest = max(opt.open_interest, 0.0)
+        change = amount * (1.0 if rng.random() < 0.6 else -0.5)
+        opt.open_interest = max(round(opt.open_interest + change, 1), 0.0)
         skipped = 1 if self.skip() else 0
         opt.trade_seq += 1 + skipped
         ts, ooo = self.event_ts(f"trades.{name}")
@@ -580,7 +582,8 @@ class DeribitVenue(Venue):
             "index_price": round(self._spot(currency), 2), "direction": taker, "amount": amount,
             "contracts": amount}
         if not self.stale:
-            channels = (self._variants(f"trades.{name}") + self._variants(f"trades.option.{currency}")
+            channels = (self._variants(f"trades.{name}")
+                        + self._variants(f"trades.option.{currency}")
                         + self._variants(f"trades.any.{currency}"))
             self._emit_all(channels, TRADES, [trade], _TRADES_SPEC, trade=True,
                            skipped_seq=skipped, out_of_order=ooo)

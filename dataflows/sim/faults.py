@@ -72,17 +72,20 @@ class TimedFault:
 
     def __post_init__(self) -> None:
         if self.kind not in TIMED_KINDS:
-            raise FaultSpecError(f"unknown timed fault {self.kind!r} (one of {', '.join(TIMED_KINDS)})")
+            raise FaultSpecError(
+                f"unknown timed fault {self.kind!r} (one of {', '.join(TIMED_KINDS)})")
         _check_venue(self.venue, self.kind)
         if not (math.isfinite(self.at_s) and self.at_s >= 0.0):
             raise FaultSpecError(f"{self.kind}: the start time must be >= 0 s, got {self.at_s!r}")
-        if self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0):
-            raise FaultSpecError(f"{self.kind}: the duration must be > 0 s, got {self.duration_s!r}")
+        duration = self.duration_s
+        if duration is not None and not (math.isfinite(duration) and duration > 0):
+            raise FaultSpecError(f"{self.kind}: the duration must be > 0 s, got {duration!r}")
         if self.kind == "stall" and self.duration_s is None:
             raise FaultSpecError("stall needs a duration: stall=VENUE@TIME:DURATION, e.g. "
                                  "stall=kraken@3s:2s")
         if self.kind == "drop" and self.mode not in DROP_MODES:
-            raise FaultSpecError(f"drop mode must be one of {', '.join(DROP_MODES)}, got {self.mode!r}")
+            raise FaultSpecError(
+                f"drop mode must be one of {', '.join(DROP_MODES)}, got {self.mode!r}")
         if self.kind == "deviate" and not (math.isfinite(self.pct) and self.pct > -1.0):
             raise FaultSpecError(f"deviate: the percentage must be above -100%, got {self.pct!r}")
 
@@ -110,7 +113,8 @@ class RateFault:
 
     def __post_init__(self) -> None:
         if self.kind not in RATE_KINDS:
-            raise FaultSpecError(f"unknown rate fault {self.kind!r} (one of {', '.join(RATE_KINDS)})")
+            raise FaultSpecError(
+                f"unknown rate fault {self.kind!r} (one of {', '.join(RATE_KINDS)})")
         if self.venue is not None:
             _check_venue(self.venue, self.kind)
         if not (math.isfinite(self.rate) and 0.0 <= self.rate <= 1.0):
@@ -203,8 +207,8 @@ class FaultPlan:
                 elif kind in TIMED_KINDS:
                     timed.append(_parse_timed(kind, value))
                 else:
-                    raise FaultSpecError(
-                        f"unknown fault kind {kind!r} (one of {', '.join(TIMED_KINDS + RATE_KINDS)})")
+                    kinds = ", ".join(TIMED_KINDS + RATE_KINDS)
+                    raise FaultSpecError(f"unknown fault kind {kind!r} (one of {kinds})")
             except FaultSpecError as exc:
                 raise FaultSpecError(f"in fault clause {clause!r}: {exc}") from None
         return cls(tuple(timed), tuple(rates))

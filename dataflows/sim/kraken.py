@@ -7,7 +7,8 @@
   ...},"req_id":N}`` is acknowledged once per symbol: ``{"method":"subscribe","result":{"channel":
   ...,"snapshot":true,"symbol":"BTC/USD",...},"success":true,"time_in":...,"time_out":...,
   "req_id":N}``; a refusal has ``"success":false`` and ``"error"``. ``unsubscribe`` likewise.
-  ``{"method":"ping","req_id":N}`` → ``{"method":"pong","req_id":N,"time_in":...,"time_out":...}``.
+  ``{"method":"ping","req_id":N}`` → ``{"method":"pong","req_id":N,"time_in":...,
+  "time_out":...}``.
 - ``ticker``: ``{"channel":"ticker","type":"snapshot"|"update","data":[{"symbol","bid","bid_qty",
   "ask","ask_qty","last","volume","vwap","low","high","change","change_pct","timestamp"}]}``; the
   snapshot on subscribing (``snapshot``, default true), updates on every trade
@@ -82,7 +83,8 @@ class _Pair:
         return zlib.crc32("".join(parts).encode())
 
     def levels(self, items) -> list[dict[str, float]]:
-        return [{"price": self.price(k * self.tick), "qty": round(q, QTY_DECIMALS)} for k, q in items]
+        return [{"price": self.price(k * self.tick), "qty": round(q, QTY_DECIMALS)}
+                for k, q in items]
 
 
 class KrakenVenue(Venue):

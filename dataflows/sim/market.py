@@ -86,7 +86,8 @@ def base_asset(symbol: str) -> str | None:
 
 
 def market_spec_for(symbol: str) -> MarketSpec:
-    """The defaults for ``symbol`` (e.g. ``"BTCUSDT"`` → the BTC row); unknown → ``UNKNOWN_MARKET``.
+    """The defaults for ``symbol`` (e.g. ``"BTCUSDT"`` → the BTC row); unknown →
+    ``UNKNOWN_MARKET``.
 
     Only USD-like quote currencies use the table (an ``ETHBTC`` is not priced at 3,100).
     """
@@ -96,7 +97,8 @@ def market_spec_for(symbol: str) -> MarketSpec:
 
 def seed_sequence(seed: int, *parts: str) -> np.random.SeedSequence:
     """A seed for ``(seed, *parts)``; crc32, not hash(): str hashes are salted per process."""
-    return np.random.SeedSequence([int(seed) & 0xFFFFFFFF] + [zlib.crc32(p.encode()) for p in parts])
+    return np.random.SeedSequence([int(seed) & 0xFFFFFFFF]
+                                  + [zlib.crc32(p.encode()) for p in parts])
 
 
 def rng_for(seed: int, *parts: str) -> np.random.Generator:
@@ -109,7 +111,8 @@ def uuid_from(rng: np.random.Generator) -> str:
 
 
 def iso_ms(ts: float, digits: int = 6) -> str:
-    """RFC 3339 UTC with ``digits`` fractional digits and a ``Z``: ``2024-11-19T07:06:40.123456Z``."""
+    """RFC 3339 UTC with ``digits`` fractional digits and a ``Z``
+    (``2024-11-19T07:06:40.123456Z``)."""
     whole = math.floor(ts)
     frac = round((ts - whole) * 10**digits)
     if frac >= 10**digits:
@@ -119,23 +122,11 @@ def iso_ms(ts: float, digits: int = 6) -> str:
 
 
 def decimals_of(step: float) -> int:
-    """Number of decimals needed to print multiples of ``step`` (0.01 → 2, 0.5 → 1, 10 → 0)."""
+    """Decimals needed to print multiples of ``step`` (0.01 → 2, 0.5 → 1, 10 → 0)."""
     for d in range(0, 12):
         if abs(round(step * 10**d) - step * 10**d) < 1e-9:
             return d
     return 12
-
-
-def fmt_fixed(value: float, decimals: int) -> str:
-    return f"{value:.{decimals}f}"
-
-
-def fmt_trim(value: float, decimals: int = 8) -> str:
-    """Fixed point with trailing zeros removed (Coinbase sizes: ``"0.04"``, ``"985"``)."""
-    text = f"{value:.{decimals}f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
 
 
 # --------------------------------------------------------------------------- the shared market
@@ -250,7 +241,8 @@ class Ladder:
             return self.size_fn(ticks * self.tick)
         return _size(self.rng, self.level_notional_usd, ticks * self.tick, self.lot)
 
-    def _target(self, best: int, best_size: float, side: str, old: dict[int, float]) -> dict[int, float]:
+    def _target(self, best: int, best_size: float, side: str,
+                old: dict[int, float]) -> dict[int, float]:
         out = {best: best_size}
         step = self.step_ticks
         if side == "bid":
@@ -343,7 +335,8 @@ class Quoter:
 
     def _amount(self, notional_usd: float, price: float) -> float:
         if self.size_in_usd:
-            units = max(1, round(notional_usd * math.exp(self.rng.normal(0.0, 1.0)) / self.size_in_usd))
+            usd = notional_usd * math.exp(self.rng.normal(0.0, 1.0))
+            units = max(1, round(usd / self.size_in_usd))
             return float(units * self.size_in_usd)
         return _size(self.rng, notional_usd, price, self.lot)
 
@@ -387,7 +380,6 @@ class Quoter:
 def ladder_step_ticks(mid: float, tick: float, level_bps: float = 0.5) -> int:
     """A depth-level spacing of about ``level_bps`` of the mid, in whole ticks."""
     return max(1, round(mid * level_bps * 1e-4 / tick))
-
 
 
 class BookView:

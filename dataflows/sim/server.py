@@ -8,7 +8,10 @@ heap of timers ``(due_s, fire)`` processed in order of their *scheduled* time (t
 they were added), sleeping on the event loop's monotonic clock until each is due. So the sequence
 of market states, generated messages and fault draws depends only on the seed and the
 configuration, never on the event loop's timing; with a ``SimulatedClock`` even the timestamps
-agree, because event times are ``t0 + due_s`` (``t0`` the clock's reading at start).
+agree, because event times are ``t0 + due_s`` (``t0`` the clock's reading at start). One
+exception by design: Deribit's option tickers go round-robin over the options *subscribed*, so
+which option is sent when also depends on the subscriptions (and per-connection snapshots and
+acknowledgements on when the client asked).
 
 Counting (DESIGN principle 3). Every frame written to a client socket is counted once, in
 ``ExchangeServer.sent[(kind, verdict)]`` (verdict "ok", a malformed kind, or "repeat" for the second
@@ -28,7 +31,7 @@ import heapq
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -551,24 +554,9 @@ def parse_json(text: str | bytes) -> Any:
         return None
 
 
-async def stop_task(task: asyncio.Task | None) -> None:
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 def first_value(query: dict[str, list[str]], key: str, default: str = "") -> str:
     values = query.get(key)
     return values[0] if values else default
-
-
-def as_list(value: Any) -> list | None:
-    return value if isinstance(value, list) else None
-
-
-def unique(items: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(items))
 
 
 # --------------------------------------------------------------------------- a whole simulator
@@ -644,6 +632,19 @@ class SimulatorBase:
         for due, fire in self._fault_timers():
             scheduler.add(due, fire)
         return scheduler
+
+    def drive(self, until_s: float) -> None:
+        """Run the schedule up to ``until_s`` seconds of simulation time at once, without sockets
+        or sleeping (nothing is sent: no client can be connected). The market, every venue's
+        state and every fault draw advance exactly as in a live run: tests and benchmarks use it
+        to look at what a seed produces. Not after ``start()``."""
+        if self._producer is not None:
+            raise RuntimeError("drive() is for a simulator that is not started")
+        if self.scheduler is None:
+            self.ctx.restart()
+            self.scheduler = self._build_schedule()
+            self._timers_made = True
+        self.scheduler.run_until(until_s)
 
     async def start(self) -> None:
         """Bind every server and start producing. Raises ``RuntimeError`` if already started, and

@@ -1,8 +1,5 @@
-"""The whole live pipeline over loopback: simulator → websocket source → graph → DuckDB.
-
-Reconciles what the simulator sent with what the graph stored, quarantined or counted, message
-for message, and checks the oracle priced both assets from those quotes.
-"""
+"""The whole live pipeline over loopback: five simulated exchanges → websocket sources → graph →
+DuckDB, reconciled message for message; then the same under 20 forced disconnects."""
 
 from __future__ import annotations
 
@@ -13,98 +10,166 @@ import pytest
 
 from dataflows.config import load_config
 from dataflows.runtime import Pipeline
+from storage.queries import table_counts
 
 pytestmark = pytest.mark.integration
 
-RUN_S = 4.0
+EXCHANGES = ("binance", "coinbase", "kraken", "deribit", "bybit")
+DATA_TABLES = ("trades", "quotes", "option_tickers", "book_updates", "funding", "index_prices")
 
 
-async def _run_pipeline(cfg) -> tuple[Pipeline, dict, dict]:
-    pipeline = Pipeline(cfg)
-    await pipeline.start()
-    source = pipeline.sources[0]
-    await asyncio.wait_for(source.connected.wait(), 10)
-    await asyncio.sleep(RUN_S)
-    # Stop the exchange first: it closes each connection after the data already queued, so the
-    # source reads every message the simulator counted as sent before the pipeline stops.
-    await pipeline.simulator.stop()
-    sent = pipeline.simulator.sent_counts()
-    for _ in range(200):
-        if source.received >= sent["total"]:
-            break
-        await asyncio.sleep(0.02)
-    counts = await pipeline.stop()
-    return pipeline, sent, counts
-
-
-@pytest.fixture(scope="module")
-def live_run(tmp_path_factory):
-    db = tmp_path_factory.mktemp("live") / "live.duckdb"
-    cfg = load_config(
+def _config(db, **overrides):
+    return load_config(
         env={},
         overrides={
             "storage.db_path": str(db),
             "storage.flush_interval_s": 0.5,
             "simulator.port": 0,
             "simulator.seed": 11,
-            "simulator.quote_rate_hz": 50.0,
-            "simulator.trade_rate_hz": 20.0,
-            "simulator.malformed_rate": 0.05,
+            "simulator.option_rate_hz": 200.0,
+            "feeds.reconnect_initial_s": 0.05,
+            "feeds.reconnect_max_s": 0.2,
             "dashboard.enabled": False,
+            **overrides,
         },
     )
-    pipeline, sent, counts = asyncio.run(_run_pipeline(cfg))
+
+
+async def _wait_for(predicate, timeout_s: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def _received(pipeline: Pipeline) -> dict[str, int]:
+    out = dict.fromkeys(EXCHANGES, 0)
+    for s in pipeline.sources:
+        out[s.exchange] += s.received
+    return out
+
+
+def _db_counts(db) -> tuple[dict, int]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        counts = table_counts(con)
+        duplicates = con.execute(
+            "SELECT count(*) - count(DISTINCT (exchange, instrument, trade_id)) FROM trades"
+        ).fetchone()[0]
+        counts["disconnect_gaps"] = con.execute(
+            "SELECT count(*) FROM gaps WHERE kind = 'disconnect'"
+        ).fetchone()[0]
+        counts["quarantine_by_exchange"] = dict(
+            con.execute("SELECT exchange, count(*) FROM quarantine GROUP BY exchange").fetchall()
+        )
+        counts["oracle_assets"] = sorted(
+            r[0] for r in con.execute("SELECT DISTINCT asset FROM oracle_prices").fetchall()
+        )
+    finally:
+        con.close()
+    return counts, duplicates
+
+
+# ------------------------------------------------------------------------ a clean run, reconciled
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory):
+    db = tmp_path_factory.mktemp("live") / "live.duckdb"
+    cfg = _config(db, **{"simulator.malformed_rate": 0.02})
+
+    async def scenario():
+        pipeline = Pipeline(cfg)
+        await pipeline.start()
+        await _wait_for(lambda: all(s.connected.is_set() for s in pipeline.sources))
+        await asyncio.sleep(4.0)
+        # Stop the exchanges first: each closes its connections after the data already queued,
+        # so every message the simulator counts as sent is read before the pipeline stops.
+        await pipeline.simulator.stop()
+        sent = {e: pipeline.simulator.sent_counts(e) for e in EXCHANGES}
+        await _wait_for(lambda: all(_received(pipeline)[e] >= sent[e]["total"] for e in EXCHANGES))
+        counts = await pipeline.stop()
+        return pipeline, sent, counts
+
+    pipeline, sent, counts = asyncio.run(scenario())
     return pipeline, sent, counts, db
 
 
-def test_every_message_sent_is_accounted_for(live_run):
-    _, sent, counts, _ = live_run
-    binance = counts["exchanges"]["binance"]
-    assert sent["total"] > 300
-    assert binance["messages"] == sent["total"]
-    assert binance["quotes"] == sent["bookTicker"]
-    assert binance["trades"] == sent["aggTrade"]
-    assert binance["quarantined"] == sent["malformed"] > 0
-    assert binance["control"] == sent["control"]
-    assert binance["pending"] == 0
+def test_every_message_sent_is_read_once_and_has_one_verdict(clean_run):
+    pipeline, sent, counts, _ = clean_run
+    assert len(pipeline.sources) >= 6  # four exchanges + Deribit's option chain over 2+ connections
+    for exchange in EXCHANGES:
+        c, s = counts["exchanges"][exchange], sent[exchange]
+        assert c["messages"] == s["total"] > 0, exchange
+        assert c["messages"] == c["data"] + c["control"] + c["ignored"] + c["quarantined"]
+        assert c["quarantined"] == s["malformed"], exchange
+        assert c["pending"] == 0
+    assert counts["total"]["option_tickers"] > 0
+    assert counts["total"]["funding"] > 0
+    assert counts["total"]["index_prices"] > 0
 
 
-def test_database_rows_match_the_ledger(live_run):
-    _, sent, counts, db = live_run
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        assert con.execute("SELECT count(*) FROM quotes").fetchone()[0] == sent["bookTicker"]
-        assert con.execute("SELECT count(*) FROM trades").fetchone()[0] == sent["aggTrade"]
-        reasons = con.execute("SELECT reason FROM quarantine").fetchall()
-        assert len(reasons) == sent["malformed"]
-        assert all(r[0].startswith(("binance ", "invalid: ")) for r in reasons)
-        # Every kind of malformed message the simulator sends is caught by a different rule.
-        assert len({r[0].split(":")[0] for r in reasons}) >= 2
-        dup = con.execute(
-            "SELECT count(*) - count(DISTINCT (instrument, trade_id)) FROM trades"
-        ).fetchone()[0]
-        assert dup == 0
-    finally:
-        con.close()
+def test_database_rows_equal_the_ledger(clean_run):
+    _, _, counts, db = clean_run
+    stored, duplicates = _db_counts(db)
+    for table in DATA_TABLES:
+        assert stored[table] == counts["total"][table], table
+    assert stored["quarantine"] == counts["total"]["quarantined"]
+    assert stored["quarantine_by_exchange"] == {
+        e: c["quarantined"] for e, c in counts["exchanges"].items() if c["quarantined"]
+    }
+    assert duplicates == 0
+    assert stored["oracle_assets"] == ["BTC", "ETH"]
 
 
-def test_oracle_priced_both_assets_from_the_quotes(live_run):
-    _, _, _, db = live_run
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        rows = con.execute(
-            """
-            SELECT o.asset, count(*), min(o.price), max(o.price), bool_and(o.status = 'ok'),
-                   (SELECT min(bid) FROM quotes q WHERE q.asset = o.asset),
-                   (SELECT max(ask) FROM quotes q WHERE q.asset = o.asset)
-            FROM oracle_prices o GROUP BY o.asset ORDER BY o.asset
-            """
-        ).fetchall()
-    finally:
-        con.close()
-    assert [r[0] for r in rows] == ["BTC", "ETH"]
-    for asset, n, lo, hi, all_ok, min_bid, max_ask in rows:
-        assert n >= RUN_S - 1  # one price per interval_s (1 s) per asset
-        assert all_ok
-        # The median of one source's mid lies inside that source's quoted range.
-        assert min_bid <= lo <= hi <= max_ask
+def test_deribit_chain_is_spread_over_connections_of_at_most_500_channels(clean_run):
+    pipeline, _, _, _ = clean_run
+    assert pipeline.deribit is not None
+    channels = [len(p.channels) for p in pipeline.deribit.protocols]
+    assert len(channels) >= 2 and max(channels) <= 500
+    assert sum(channels) > 800  # an option chain at the scale of plan 003, ticker + book each
+
+
+# ------------------------------------------------------------------ twenty forced disconnects
+
+
+def test_twenty_disconnects_reconnect_leave_gaps_and_store_no_trade_twice(tmp_path):
+    db = tmp_path / "drops.duckdb"
+    cfg = _config(db, **{"simulator.faults": "repeat_trades=0.05", "simulator.seed": 5})
+
+    async def scenario():
+        pipeline = Pipeline(cfg)
+        await pipeline.start()
+        await _wait_for(lambda: all(s.connected.is_set() for s in pipeline.sources))
+        sim = pipeline.simulator
+        cut = 0
+        drops = 0
+        while drops < 20:
+            exchange = EXCHANGES[drops % len(EXCHANGES)]
+            mode = "abort" if drops % 2 else "close"
+            cut += sim.drop(exchange, mode)
+            drops += 1
+            await asyncio.sleep(0.15)
+            await _wait_for(lambda: all(s.connected.is_set() for s in pipeline.sources))
+        await asyncio.sleep(0.5)
+        connects = {s.label: s.connects for s in pipeline.sources}
+        disconnects = {s.label: s.disconnects for s in pipeline.sources}
+        counts = await pipeline.stop()
+        return drops, cut, connects, disconnects, counts
+
+    drops, cut, connects, disconnects, counts = asyncio.run(scenario())
+    assert drops == 20
+    assert sum(disconnects.values()) == cut >= 20
+    for name in connects:  # every connection came back after every drop
+        assert connects[name] == disconnects[name] + 1, name
+    stored, duplicates = _db_counts(db)
+    assert stored["disconnect_gaps"] == cut  # one gap row per outage, with start and end
+    assert duplicates == 0
+    total = counts["total"]
+    assert total["pending"] == 0
+    assert total["messages"] == total["data"] + total["control"] + total["ignored"] + total["quarantined"]
+    for table in DATA_TABLES:
+        assert stored[table] == total[table], table
+    assert stored["quarantine"] == total["quarantined"] > 0  # the repeated trades, refused

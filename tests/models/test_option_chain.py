@@ -168,7 +168,8 @@ def test_bids_asks_and_their_ivs_are_consistent(chains):
 def test_greeks_have_deribit_signs_and_units(chains):
     spec, q, _ = chains["BTC"]
     c, p = spec.is_call, ~spec.is_call
-    assert np.all((q.delta[c] > 0) & (q.delta[c] < 1)) and np.all((q.delta[p] < 0) & (q.delta[p] > -1))
+    assert np.all((q.delta[c] > 0) & (q.delta[c] < 1))
+    assert np.all((q.delta[p] < 0) & (q.delta[p] > -1))
     assert np.all(q.gamma > 0) and np.all(q.vega > 0) and np.all(q.theta < 0)
     # Vega in USD per vol point: an ATM 30-day BTC option is worth roughly F * 0.4 * sqrt(T) / 100.
     j = next(i for i, e in enumerate(spec.expiries) if e.ts - NOW > 20 * 86400)

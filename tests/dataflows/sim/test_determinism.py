@@ -59,7 +59,8 @@ async def _one_run(seed: int) -> dict[str, dict]:
             "type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"],
             "channels": ["ticker", "matches", "level2_batch", "heartbeat"]})]),
         "kraken": Client(u["kraken"], [json.dumps({"method": "subscribe", "params": {
-            "channel": ch, "symbol": ["BTC/USD", "ETH/USD"]}}) for ch in ("ticker", "trade", "book")]),
+            "channel": ch, "symbol": ["BTC/USD", "ETH/USD"]}})
+            for ch in ("ticker", "trade", "book")]),
         "bybit": Client(u["bybit"], [json.dumps({"op": "subscribe", "args": [
             "tickers.BTCUSDT", "publicTrade.ETHUSDT", "orderbook.50.BTCUSDT"]})]),
         "deribit": Client(u["deribit"], [json.dumps({

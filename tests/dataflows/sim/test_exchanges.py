@@ -59,16 +59,19 @@ async def _scenario():
         u, h = sim.urls, sim.http_urls
         instruments = {}
         for cur in ("BTC", "ETH"):
-            answer = await asyncio.to_thread(
-                _http_json, f"{h['deribit']}/api/v2/public/get_instruments?currency={cur}&kind=option")
+            url = f"{h['deribit']}/api/v2/public/get_instruments?currency={cur}&kind=option"
+            answer = await asyncio.to_thread(_http_json, url)
             instruments[cur] = answer
-        depth = await asyncio.to_thread(_http_json, f"{h['binance']}/api/v3/depth?symbol=BTCUSDT&limit=5")
-        options = [i["instrument_name"] for cur in ("BTC", "ETH") for i in instruments[cur]["result"]]
+        depth = await asyncio.to_thread(
+            _http_json, f"{h['binance']}/api/v3/depth?symbol=BTCUSDT&limit=5")
+        options = [i["instrument_name"] for cur in ("BTC", "ETH")
+                   for i in instruments[cur]["result"]]
         symbols = ("btcusdt", "ethusdt")
         clients = {
             "binance": [Client(sim.binance_url(
                 [f"{s}@{k}" for s in symbols
-                 for k in ("bookTicker", "aggTrade", "depth@100ms", "markPrice@1s", "markPrice")]))],
+                 for k in ("bookTicker", "aggTrade", "depth@100ms", "markPrice@1s",
+                           "markPrice")]))],
             "coinbase": [Client(u["coinbase"], [json.dumps({
                 "type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"],
                 "channels": ["ticker", "matches", "heartbeat", "level2_batch"]})]),
@@ -144,7 +147,8 @@ def _main(live, exchange) -> Client:
 def test_urls_http_instruments_and_the_chain_scale(live):
     sim = live["sim"]
     assert set(sim.servers) == {"binance", "coinbase", "kraken", "bybit", "deribit"}
-    names = [i["instrument_name"] for cur in ("BTC", "ETH") for i in live["instruments"][cur]["result"]]
+    names = [i["instrument_name"] for cur in ("BTC", "ETH")
+             for i in live["instruments"][cur]["result"]]
     expiries = {i["expiration_timestamp"] for cur in ("BTC", "ETH")
                 for i in live["instruments"][cur]["result"]}
     assert len(names) == len(set(names)) >= 800 and len(expiries) >= 10
@@ -345,7 +349,8 @@ def test_bybit_messages(live):
             s = state[topic]
             assert float(s["bid1Price"]) < float(s["ask1Price"])
             assert abs(float(s["markPrice"]) / float(s["indexPrice"]) - 1) < 0.005
-            assert abs(float(s["fundingRate"])) < 0.003 and int(s["nextFundingTime"]) % 28_800_000 == 0
+            assert abs(float(s["fundingRate"])) < 0.003
+            assert int(s["nextFundingTime"]) % 28_800_000 == 0
             assert {"cs", "ts"} <= m.keys()
         elif topic.startswith("publicTrade."):
             for t in m["data"]:
@@ -368,7 +373,8 @@ def test_deribit_messages(live):
     rec_option = _recorded("DERIBIT.ws.1.0", lambda m: m.get("params", {}).get("channel", "")
                            .startswith("ticker."))[0]["params"]["data"]
     sample = json.loads((RECORDED / "deribit_ws_ticker_100ms.json").read_text())["params"]["data"]
-    sample_trade = json.loads((RECORDED / "deribit_ws_trades_100ms.json").read_text())["params"]["data"][0]
+    trades_file = RECORDED / "deribit_ws_trades_100ms.json"
+    sample_trade = json.loads(trades_file.read_text())["params"]["data"][0]
     msgs = _main(live, "deribit").parsed()
     answers = {m["id"]: m for m in msgs if "id" in m}
     assert answers[1]["result"] == "ok" and answers[7]["result"]["version"]

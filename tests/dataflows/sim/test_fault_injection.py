@@ -36,7 +36,8 @@ async def _scenario():
             "type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"],
             "channels": ["ticker", "matches", "level2_batch", "heartbeat"]})]),
         "kraken": Client(u["kraken"], [json.dumps({"method": "subscribe", "params": {
-            "channel": ch, "symbol": ["BTC/USD", "ETH/USD"]}}) for ch in ("ticker", "trade", "book")]),
+            "channel": ch, "symbol": ["BTC/USD", "ETH/USD"]}})
+            for ch in ("ticker", "trade", "book")]),
         "bybit": Client(u["bybit"], [json.dumps({"op": "subscribe", "args": [
             f"{t}.{s}" for s in ("BTCUSDT", "ETHUSDT")
             for t in ("tickers", "publicTrade", "orderbook.50")]})]),
