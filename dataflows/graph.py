@@ -36,8 +36,9 @@ from models.oracle import MedianOracle
 from models.records import DATA_BATCHES
 from storage.writer import Commit, DuckDBWriter
 
-# Instruments watched for silence: the liquid spot and perpetual books, not every option.
-_SILENCE_WATCHED = ("quotes", "trades")
+# Liveness of an instrument is its top of book: quotes arrive steadily on a liquid market, while
+# trades come in bursts (and an option's one trade would leave a "silence" behind it).
+_SILENCE_WATCHED = ("quotes",)
 
 
 @dataclass
