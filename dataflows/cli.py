@@ -183,7 +183,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         args.captures, args.db,
         oracle_config=MedianOracleConfig(
             min_sources=cfg.oracle.min_sources, stale_after_s=cfg.oracle.stale_after_s,
-            interval_s=cfg.oracle.interval_s,
+            interval_s=cfg.oracle.interval_s, usd_quotes=tuple(cfg.oracle.usd_quotes),
         ),
         flush_rows=cfg.storage.flush_rows, flush_interval_s=cfg.storage.flush_interval_s,
     )

@@ -372,7 +372,8 @@ class OracleConfig(_Section):
 
     A price is published every ``interval_s`` seconds from at least ``min_sources`` sources, each
     quoted within the last ``stale_after_s`` seconds; with fewer the oracle reports itself stale
-    (fail closed) rather than publishing.
+    (fail closed) rather than publishing. Quotes in ``usd_quotes`` currencies count as USD (drop
+    "USDT" to keep Tether pairs out of a USD price).
     """
 
     SECTION: ClassVar[str] = "oracle"
@@ -380,10 +381,13 @@ class OracleConfig(_Section):
     min_sources: int = 1
     stale_after_s: float = 10.0
     interval_s: float = 1.0
+    usd_quotes: list[str] = field(default_factory=lambda: ["USD", "USDT", "USDC"])
 
     def _validate(self) -> None:
         if self.min_sources < 1:
             self._fail("min_sources", f"must be >= 1, got {self.min_sources!r}")
+        if not self.usd_quotes:
+            self._fail("usd_quotes", 'must name at least one currency, e.g. ["USD"]')
         self._require_positive("stale_after_s", "interval_s")
 
 

@@ -89,7 +89,7 @@ class Pipeline:
             oracle=MedianOracle(
                 MedianOracleConfig(
                     min_sources=cfg.oracle.min_sources, stale_after_s=cfg.oracle.stale_after_s,
-                    interval_s=cfg.oracle.interval_s,
+                    interval_s=cfg.oracle.interval_s, usd_quotes=tuple(cfg.oracle.usd_quotes),
                 )
             ),
             silence_limit_s=feeds.silence_gap_s,

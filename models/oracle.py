@@ -5,7 +5,8 @@ and half-spread. Sources whose latest quote is older than ``stale_after_s`` (eve
 out. The price is the median of the fresh mids: one bad venue cannot move it while most are
 honest. Robust outlier filtering and reliability weights come with the oracle issue.
 
-Only quotes in a USD-like currency (``records.USD_LIKE``) are aggregated: the oracle prices in USD.
+Only quotes in a USD-like currency (``usd_quotes``, by default ``records.USD_LIKE``: USD, USDT,
+USDC) are aggregated: the oracle prices in USD.
 Pure: the caller passes the time; nothing here reads a clock.
 """
 
@@ -27,6 +28,7 @@ class MedianOracleConfig:
     min_sources: int = 1
     stale_after_s: float = 10.0
     interval_s: float = 1.0
+    usd_quotes: tuple[str, ...] = tuple(sorted(USD_LIKE))
 
     def __post_init__(self) -> None:
         if self.min_sources < 1:
@@ -71,7 +73,7 @@ class MedianOracle:
         return sorted(self._latest)
 
     def update(self, quotes: QuoteBatch) -> None:
-        usd = np.isin(quotes.quote_ccy, tuple(USD_LIKE))
+        usd = np.isin(quotes.quote_ccy, self.config.usd_quotes)
         if not usd.any():
             return
         q = quotes.take(usd)

@@ -212,3 +212,16 @@ def test_property_median_resists_a_corrupted_minority(honest, data):
     p = o.price("BTC", 1.0)
     assert p.n_sources == len(honest) + len(bad)
     assert min(honest) <= p.price_usd <= max(honest)
+
+
+def test_usd_quotes_decide_which_pairs_count_as_usd():
+
+    quotes = make_quotes(
+        {"instrument": "BTCUSDT", "quote_ccy": "USDT", "bid": 100.0, "ask": 101.0},
+        {"instrument": "BTC-USD", "exchange": "coinbase", "quote_ccy": "USD", "bid": 110.0, "ask": 111.0},
+    )
+    strict = MedianOracle(MedianOracleConfig(usd_quotes=("USD",)))
+    strict.update(quotes)
+    price = strict.price("BTC", 1_700_000_000.0)
+    assert price.sources == ("coinbase:BTC-USD",)
+    assert price.price_usd == 110.5
