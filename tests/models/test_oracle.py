@@ -215,7 +215,6 @@ def test_property_median_resists_a_corrupted_minority(honest, data):
 
 
 def test_usd_quotes_decide_which_pairs_count_as_usd():
-
     quotes = make_quotes(
         {"instrument": "BTCUSDT", "quote_ccy": "USDT", "bid": 100.0, "ask": 101.0},
         {"instrument": "BTC-USD", "exchange": "coinbase", "quote_ccy": "USD", "bid": 110.0, "ask": 111.0},
