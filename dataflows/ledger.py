@@ -10,8 +10,10 @@ Per exchange:
   ``gaps``: rows committed to those tables. One message may make many rows (a Coinbase snapshot,
   a Deribit trades list), so these count records, not messages. They grow only when the writer's
   transaction commits.
-- ``pending``: rows made (including quarantine and gap rows) but not yet committed. After the
-  final flush it is zero, and ``reconciles()`` checks both conditions.
+- ``duplicates``: trades the database refused because they were already stored (a trade
+  repeated after a restart, beyond the validator's memory of recent trades).
+- ``pending``: rows made (including quarantine and gap rows) but neither committed nor refused.
+  After the final flush it is zero, and ``reconciles()`` checks both conditions.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from storage.writer import Commit
 
 VERDICTS = ("data", "control", "ignored", "quarantined")
 ROW_TABLES = (*DATA_BATCHES, "gaps")
-FIELDS = ("messages", *VERDICTS, *ROW_TABLES)
+FIELDS = ("messages", *VERDICTS, *ROW_TABLES, "duplicates")
 # Tables whose committed rows the ledger counts, and the field each counts under.
 _COMMITTED = {**{t: t for t in ROW_TABLES}, "quarantine": "quarantined_rows"}
 
@@ -33,6 +35,7 @@ class Ledger:
         self._counts: dict[str, Counter] = defaultdict(Counter)
         self._made: dict[str, Counter] = defaultdict(Counter)
         self._committed: dict[str, Counter] = defaultdict(Counter)
+        self._refused: dict[str, Counter] = defaultdict(Counter)
 
     def on_validated(self, batch: NormalizedBatch) -> None:
         """Count the verdicts of a validated batch and the rows it hands to the writer."""
@@ -53,6 +56,9 @@ class Ledger:
             self._made[g.exchange]["gaps"] += 1
 
     def on_commit(self, commit: Commit) -> None:
+        for table, per_exchange in commit.refused.items():
+            for exchange, rows in per_exchange.items():
+                self._refused[exchange][table] += rows
         for table, per_exchange in commit.rows.items():
             key = _COMMITTED.get(table)
             if key is None:
@@ -63,7 +69,8 @@ class Ledger:
     def pending(self, exchange: str) -> int:
         made = self._made.get(exchange, Counter())
         done = self._committed.get(exchange, Counter())
-        return sum(made[k] - done[k] for k in made)
+        refused = self._refused.get(exchange, Counter())
+        return sum(made[k] - done[k] - refused[k] for k in made)
 
     def reconciles(self) -> bool:
         for exchange, c in self._counts.items():
@@ -79,6 +86,7 @@ class Ledger:
             c = self._counts[e]
             row = {k: c[k] for k in ("messages", *VERDICTS)}
             row.update({t: self._committed[e][t] for t in ROW_TABLES})
+            row["duplicates"] = self._refused[e]["trades"]
             row["pending"] = self.pending(e)
             exchanges[e] = row
         keys = (*FIELDS, "pending")

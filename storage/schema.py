@@ -19,7 +19,9 @@ TABLES: dict[str, str] = {
             trade_id    VARCHAR NOT NULL,
             price       DOUBLE NOT NULL,
             size_coin   DOUBLE NOT NULL,
-            side        VARCHAR NOT NULL
+            side        VARCHAR NOT NULL,
+            -- a trade is stored once: a repeat is refused by the database itself
+            PRIMARY KEY (exchange, instrument, trade_id)
         )""",
     "quotes": """
         CREATE TABLE IF NOT EXISTS quotes (

@@ -46,6 +46,13 @@ def _ts_array(seconds) -> pa.Array:
     return pa.array(us, type=_TS, mask=missing if missing.any() else None)
 
 
+class _RefusedRows(Exception):
+    """The database refused rows already stored: redo the flush, counting whose they were."""
+
+
+# Tables whose rows are unique on a key, and the key (the table's primary key).
+_UNIQUE_KEYS = {"trades": ("exchange", "instrument", "trade_id")}
+
 # Columns of the data batches that hold times (epoch seconds in memory, TIMESTAMPTZ on disk).
 TIME_COLUMNS = frozenset({"event_ts", "receive_ts", "expiry_utc", "next_funding_ts"})
 
@@ -122,9 +129,12 @@ def oracle_table(prices: list[OraclePrice]) -> pa.Table:
 
 @dataclass(frozen=True)
 class Commit:
-    """Rows made durable by one transaction: table -> exchange -> rows (oracle rows under "")."""
+    """Rows made durable by one transaction: table -> exchange -> rows (oracle rows under "").
+    ``refused``: rows the database would not take because they were already stored (a trade
+    repeated after a restart, older than the graph's memory of recent trades)."""
 
     rows: dict[str, Counter] = field(default_factory=dict)
+    refused: dict[str, Counter] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -206,30 +216,79 @@ class DuckDBWriter:
             return self.flush()
         return None
 
-    def flush(self) -> Commit | None:
+    def flush(self, precheck: bool = False) -> Commit | None:
         """Write every buffered row in one transaction; return what it committed."""
         if not self._buffered_rows:
             return None
         self.con.execute("BEGIN TRANSACTION")
+        refused: dict[str, Counter] = {}
         try:
             for table, parts in self._buffers.items():
                 self.con.register("_hedgeflow_buffer", pa.concat_tables(parts))
-                # Table names come from this module's fixed set, never from user text.
-                self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _hedgeflow_buffer")
+                if table in _UNIQUE_KEYS:
+                    refused[table] = self._insert_unique(table, precheck)
+                else:
+                    # Table names come from this module's fixed set, never from user text.
+                    self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _hedgeflow_buffer")
                 self.con.unregister("_hedgeflow_buffer")
             self.con.execute("COMMIT")
+        except _RefusedRows:
+            self.con.execute("ROLLBACK")
+            self.con.unregister("_hedgeflow_buffer")
+            return self.flush(precheck=True)
         except Exception:
             # Roll back first: in an aborted transaction even unregister fails and would hide the
             # real error. The rows stay buffered; the error is the caller's to see.
             self.con.execute("ROLLBACK")
             self.con.unregister("_hedgeflow_buffer")
             raise
-        commit = Commit(rows={t: c for t, c in self._pending.items() if c})
+        rows = {}
+        for table, counts in self._pending.items():
+            stored = counts - refused.get(table, Counter())
+            if stored:
+                rows[table] = stored
+        commit = Commit(rows=rows, refused={t: c for t, c in refused.items() if c})
         self._buffers.clear()
         self._pending.clear()
         self._buffered_rows = 0
         self._oldest_ts = None
         return commit
+
+    def _insert_unique(self, table: str, precheck: bool) -> Counter:
+        """Insert the buffer into a table with a primary key; return the rows refused as already
+        stored (or repeated within the buffer), per exchange.
+
+        The usual case is one INSERT OR IGNORE that takes every row. When the database refuses
+        some, the transaction is redone with ``precheck``: the buffer is first compared with the
+        table (a join over the whole key, too costly to pay on every flush) to say whose rows were
+        refused.
+        """
+        refused: Counter = Counter()
+        keys = _UNIQUE_KEYS[table]
+        if precheck:
+            on = " AND ".join(f"t.{k} = b.{k}" for k in keys)
+            partition = ", ".join(keys)
+            rows = self.con.execute(
+                f"""
+                WITH b AS (
+                    SELECT *, row_number() OVER (PARTITION BY {partition}) AS copy
+                    FROM _hedgeflow_buffer
+                )
+                SELECT b.exchange, count(*) FROM b
+                WHERE b.copy > 1 OR EXISTS (SELECT 1 FROM {table} t WHERE {on})
+                GROUP BY b.exchange
+                """
+            ).fetchall()
+            refused.update({exchange: int(n) for exchange, n in rows})
+        n = self.con.execute("SELECT count(*) FROM _hedgeflow_buffer").fetchone()[0]
+        inserted = self.con.execute(
+            f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM _hedgeflow_buffer"
+        ).fetchone()[0]
+        if n - inserted != sum(refused.values()):
+            if precheck:
+                raise RuntimeError(f"{table}: {n - inserted} rows refused, {sum(refused.values())} expected")
+            raise _RefusedRows
+        return refused
 
     def close(self) -> Commit | None:
         """Flush what is left, checkpoint, and close the file."""

@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections import Counter
 
 from dataflows.ledger import FIELDS, ROW_TABLES, VERDICTS, Ledger
-from models.records import DATA_BATCHES, BookUpdateBatch, Gap, NormalizedBatch, QuarantineRecord
+from models.records import (
+    DATA_BATCHES,
+    BookUpdateBatch,
+    Gap,
+    NormalizedBatch,
+    QuarantineRecord,
+    QuoteBatch,
+)
 from storage.writer import Commit
 from tests.conftest import make_quotes, make_trades
 
@@ -29,7 +36,7 @@ def gap(exchange: str = "binance") -> Gap:
 def test_fields():
     assert VERDICTS == ("data", "control", "ignored", "quarantined")
     assert ROW_TABLES == ("trades", "quotes", "option_tickers", "book_updates", "funding", "index_prices", "gaps")
-    assert FIELDS == ("messages", *VERDICTS, *ROW_TABLES)
+    assert FIELDS == ("messages", *VERDICTS, *ROW_TABLES, "duplicates")
 
 
 def test_empty_ledger_reconciles():
@@ -57,7 +64,7 @@ def test_counts_pending_until_commit_then_reconciles():
     assert c == {
         "messages": 10, "data": 5, "control": 1, "ignored": 3, "quarantined": 1,
         "trades": 2, "quotes": 3, "option_tickers": 0, "book_updates": 0, "funding": 0,
-        "index_prices": 0, "gaps": 0, "pending": 0,
+        "index_prices": 0, "gaps": 0, "duplicates": 0, "pending": 0,
     }
     assert c["messages"] == sum(c[v] for v in VERDICTS)
 
@@ -152,3 +159,17 @@ def test_a_batch_with_only_control_and_ignored_messages_needs_no_commit():
     assert led.pending("binance") == 0 and led.reconciles()
     s = led.snapshot()["exchanges"]["binance"]
     assert (s["messages"], s["data"], s["control"], s["ignored"]) == (4, 0, 3, 1)
+
+
+def test_trades_refused_by_the_database_are_counted_not_pending():
+    ledger = Ledger()
+    batch = NormalizedBatch(
+        exchange="binance", n_messages=2, trades=make_trades({"trade_id": "1"}, {"trade_id": "2"}),
+        quotes=QuoteBatch.empty(), quarantine=(), n_control=0, n_ignored=0,
+    )
+    ledger.on_validated(batch)
+    ledger.on_commit(Commit(rows={"trades": Counter({"binance": 1})},
+                            refused={"trades": Counter({"binance": 1})}))
+    snap = ledger.snapshot()["exchanges"]["binance"]
+    assert (snap["trades"], snap["duplicates"], snap["pending"]) == (1, 1, 0)
+    assert ledger.reconciles()

@@ -431,3 +431,41 @@ def test_one_flush_commits_every_table_in_one_transaction(writer):
     assert c.total == 8
     for table, n in (("option_tickers", 1), ("book_updates", 2), ("funding", 1), ("index_prices", 1), ("gaps", 1)):
         assert rows(writer.con, f"SELECT count(*) FROM {table}") == [(n,)]
+
+
+# ------------------------------------------------------------------ a trade is stored once
+
+
+def test_the_database_refuses_a_stored_trade_and_says_whose(db_path):
+    w = DuckDBWriter(db_path)
+    try:
+        w.append_trades(make_trades({"trade_id": "1"}, {"trade_id": "2"}), 0.0)
+        assert w.flush() == Commit(rows={"trades": Counter({"binance": 2})})
+        # A restart's repeat of trade 2, and a Coinbase trade sent twice in one buffer.
+        w.append_trades(
+            make_trades(
+                {"trade_id": "2"},
+                {"trade_id": "3", "exchange": "coinbase", "instrument": "BTC-USD"},
+                {"trade_id": "3", "exchange": "coinbase", "instrument": "BTC-USD"},
+            ),
+            0.0,
+        )
+        commit = w.flush()
+        assert commit.rows == {"trades": Counter({"coinbase": 1})}
+        assert commit.refused == {"trades": Counter({"binance": 1, "coinbase": 1})}
+        assert w.con.execute("SELECT count(*) FROM trades").fetchone()[0] == 3
+    finally:
+        w.con.close()
+
+
+def test_storing_a_trade_twice_is_impossible_not_merely_checked(db_path):
+    w = DuckDBWriter(db_path)
+    try:
+        w.append_trades(make_trades({"trade_id": "9"}), 0.0)
+        w.flush()
+        with pytest.raises(duckdb.ConstraintException):
+            w.con.execute(
+                "INSERT INTO trades SELECT * FROM trades WHERE trade_id = '9'"
+            )
+    finally:
+        w.con.close()
