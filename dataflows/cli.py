@@ -186,6 +186,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             interval_s=cfg.oracle.interval_s, usd_quotes=tuple(cfg.oracle.usd_quotes),
         ),
         flush_rows=cfg.storage.flush_rows, flush_interval_s=cfg.storage.flush_interval_s,
+        out_of_order=cfg.storage.out_of_order,
     )
     print(json.dumps(counts, sort_keys=True))
     return 0
@@ -248,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `hedgeflow replay ... | head`: the reader left; not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

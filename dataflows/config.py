@@ -243,7 +243,8 @@ class StorageConfig(_Section):
     """``[storage]``: the DuckDB file and how often the batched writer flushes.
 
     The writer flushes when ``flush_interval_s`` seconds have passed or ``flush_rows`` rows are
-    buffered, whichever comes first.
+    buffered, whichever comes first. A tick older than its instrument's previous one is stored
+    with its ``out_of_order`` flag (``out_of_order = "flag"``) or quarantined (``"quarantine"``).
     """
 
     SECTION: ClassVar[str] = "storage"
@@ -251,10 +252,13 @@ class StorageConfig(_Section):
     db_path: str = "data/hedgeflow.duckdb"
     flush_interval_s: float = 1.0
     flush_rows: int = 10_000
+    out_of_order: str = "flag"
 
     def _validate(self) -> None:
         self._require_non_empty("db_path")
         self._require_positive("flush_interval_s", "flush_rows")
+        if self.out_of_order not in ("flag", "quarantine"):
+            self._fail("out_of_order", f'must be "flag" or "quarantine", got {self.out_of_order!r}')
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,8 @@ class Graph:
 
 
 def build_graph(
-    *, clock: Clock, writer: DuckDBWriter, oracle: MedianOracle, silence_limit_s: float = 10.0
+    *, clock: Clock, writer: DuckDBWriter, oracle: MedianOracle, silence_limit_s: float = 10.0,
+    out_of_order: str = "flag",
 ) -> Graph:
     now = clock.now
     ledger = Ledger()
@@ -101,7 +102,7 @@ def build_graph(
     ticks = Stream(stream_name="clock ticks")
 
     normalized = raw.map(adapters.normalize, stream_name="normalize")
-    validated = normalized.map(Validator(), stream_name="validate")
+    validated = normalized.map(Validator(out_of_order=out_of_order), stream_name="validate")
     quarantine = validated.map(attrgetter("quarantine")).filter(len)
     data = {
         table: validated.map(attrgetter(table), stream_name=table).filter(len)

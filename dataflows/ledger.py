@@ -10,6 +10,8 @@ Per exchange:
   ``gaps``: rows committed to those tables. One message may make many rows (a Coinbase snapshot,
   a Deribit trades list), so these count records, not messages. They grow only when the writer's
   transaction commits.
+- ``out_of_order``: ticks stored with their ``out_of_order`` flag set (event time earlier than
+  their instrument's previous tick).
 - ``duplicates``: trades the database refused because they were already stored (a trade
   repeated after a restart, beyond the validator's memory of recent trades).
 - ``pending``: rows made (including quarantine and gap rows) but neither committed nor refused.
@@ -25,7 +27,7 @@ from storage.writer import Commit
 
 VERDICTS = ("data", "control", "ignored", "quarantined")
 ROW_TABLES = (*DATA_BATCHES, "gaps")
-FIELDS = ("messages", *VERDICTS, *ROW_TABLES, "duplicates")
+FIELDS = ("messages", *VERDICTS, *ROW_TABLES, "duplicates", "out_of_order")
 # Tables whose committed rows the ledger counts, and the field each counts under.
 _COMMITTED = {**{t: t for t in ROW_TABLES}, "quarantine": "quarantined_rows"}
 
@@ -49,6 +51,7 @@ class Ledger:
         made = self._made[batch.exchange]
         for table, rows in batch.data().items():
             made[table] += len(rows)
+            c["out_of_order"] += int(rows.out_of_order.sum())
         made["quarantined_rows"] += quarantined
 
     def on_gaps(self, gaps) -> None:
@@ -84,7 +87,7 @@ class Ledger:
         exchanges = {}
         for e in sorted(set(self._counts) | set(self._made)):
             c = self._counts[e]
-            row = {k: c[k] for k in ("messages", *VERDICTS)}
+            row = {k: c[k] for k in ("messages", *VERDICTS, "out_of_order")}
             row.update({t: self._committed[e][t] for t in ROW_TABLES})
             row["duplicates"] = self._refused[e]["trades"]
             row["pending"] = self.pending(e)

@@ -153,7 +153,7 @@ def run_replay(
 def replay_to_db(
     paths: list[str | os.PathLike], db_path: str | os.PathLike,
     oracle_config: MedianOracleConfig = MedianOracleConfig(),
-    flush_rows: int = 10_000, flush_interval_s: float = 1.0,
+    flush_rows: int = 10_000, flush_interval_s: float = 1.0, out_of_order: str = "flag",
 ) -> dict:
     """Replay captures into the DuckDB file ``db_path``; the counts, as ``hedgeflow replay`` prints."""
     files = expand_paths(paths)
@@ -164,6 +164,7 @@ def replay_to_db(
         clock=clock,
         writer=DuckDBWriter(db_path, capacity_rows=flush_rows, flush_interval_s=flush_interval_s),
         oracle=MedianOracle(oracle_config),
+        out_of_order=out_of_order,
     )
     counts = run_replay(graph, clock, captures)
     return {**counts, "db": str(db_path), "captures": [str(p) for p in captures], "skipped": skipped}

@@ -93,6 +93,7 @@ class Pipeline:
                 )
             ),
             silence_limit_s=feeds.silence_gap_s,
+            out_of_order=cfg.storage.out_of_order,
         )
         self.graph.oracle_prices.sink(self.oracle_view.on_prices)
         self.graph.health.sink(self.connection_view.on_event)

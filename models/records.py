@@ -227,7 +227,9 @@ class Batch:
     arrays. Two columns are bookkeeping, not data, and are not stored: ``raw`` keeps the message
     each row came from, so a row refused downstream can still be quarantined with its original
     text, and ``msg_index`` numbers that message within its ``NormalizedBatch``, so all rows of one
-    message share a verdict (two identical messages still count as two).
+    message share a verdict (two identical messages still count as two). Data batches also carry
+    ``out_of_order``, which is stored: the validator sets it on a tick whose event time is earlier
+    than the previous tick of the same instrument (plan 003, AC-004).
     """
 
     COLUMNS: ClassVar[dict[str, str]] = {}
@@ -249,9 +251,12 @@ class Batch:
     def from_columns(cls, **columns):
         """Build from lists or arrays, casting each to its declared dtype. Without ``msg_index``,
         each row is its own message."""
-        if "msg_index" not in columns and columns:
+        if columns:
             n = len(next(iter(columns.values())))
-            columns["msg_index"] = np.arange(n, dtype=np.int64)
+            if "msg_index" not in columns and "msg_index" in cls.COLUMNS:
+                columns["msg_index"] = np.arange(n, dtype=np.int64)
+            if "out_of_order" not in columns and "out_of_order" in cls.COLUMNS:
+                columns["out_of_order"] = np.zeros(n, dtype=bool)
         missing = set(cls.COLUMNS) - set(columns)
         if missing:
             raise ValueError(f"{cls.__name__}: missing columns {sorted(missing)}")
@@ -284,7 +289,7 @@ def _columns(record_cls, extra: dict[str, str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class TradeBatch(Batch):
-    COLUMNS: ClassVar[dict[str, str]] = _columns(Trade, {"raw": "object", "msg_index": "int64"})
+    COLUMNS: ClassVar[dict[str, str]] = _columns(Trade, {"raw": "object", "msg_index": "int64", "out_of_order": "bool"})
     exchange: np.ndarray = field(default=None)
     instrument: np.ndarray = field(default=None)
     asset: np.ndarray = field(default=None)
@@ -297,11 +302,12 @@ class TradeBatch(Batch):
     side: np.ndarray = field(default=None)
     raw: np.ndarray = field(default=None)
     msg_index: np.ndarray = field(default=None)
+    out_of_order: np.ndarray = field(default=None)
 
 
 @dataclass(frozen=True)
 class QuoteBatch(Batch):
-    COLUMNS: ClassVar[dict[str, str]] = _columns(Quote, {"raw": "object", "msg_index": "int64"})
+    COLUMNS: ClassVar[dict[str, str]] = _columns(Quote, {"raw": "object", "msg_index": "int64", "out_of_order": "bool"})
     exchange: np.ndarray = field(default=None)
     instrument: np.ndarray = field(default=None)
     asset: np.ndarray = field(default=None)
@@ -314,6 +320,7 @@ class QuoteBatch(Batch):
     ask_size_coin: np.ndarray = field(default=None)
     raw: np.ndarray = field(default=None)
     msg_index: np.ndarray = field(default=None)
+    out_of_order: np.ndarray = field(default=None)
 
     @property
     def mid(self) -> np.ndarray:
@@ -322,7 +329,7 @@ class QuoteBatch(Batch):
 
 @dataclass(frozen=True)
 class OptionTickerBatch(Batch):
-    COLUMNS: ClassVar[dict[str, str]] = _columns(OptionTicker, {"raw": "object", "msg_index": "int64"})
+    COLUMNS: ClassVar[dict[str, str]] = _columns(OptionTicker, {"raw": "object", "msg_index": "int64", "out_of_order": "bool"})
     exchange: np.ndarray = field(default=None)
     instrument: np.ndarray = field(default=None)
     asset: np.ndarray = field(default=None)
@@ -349,11 +356,12 @@ class OptionTickerBatch(Batch):
     rho: np.ndarray = field(default=None)
     raw: np.ndarray = field(default=None)
     msg_index: np.ndarray = field(default=None)
+    out_of_order: np.ndarray = field(default=None)
 
 
 @dataclass(frozen=True)
 class FundingBatch(Batch):
-    COLUMNS: ClassVar[dict[str, str]] = _columns(Funding, {"raw": "object", "msg_index": "int64"})
+    COLUMNS: ClassVar[dict[str, str]] = _columns(Funding, {"raw": "object", "msg_index": "int64", "out_of_order": "bool"})
     exchange: np.ndarray = field(default=None)
     instrument: np.ndarray = field(default=None)
     asset: np.ndarray = field(default=None)
@@ -365,11 +373,12 @@ class FundingBatch(Batch):
     next_funding_ts: np.ndarray = field(default=None)
     raw: np.ndarray = field(default=None)
     msg_index: np.ndarray = field(default=None)
+    out_of_order: np.ndarray = field(default=None)
 
 
 @dataclass(frozen=True)
 class BookUpdateBatch(Batch):
-    COLUMNS: ClassVar[dict[str, str]] = _columns(BookUpdate, {"raw": "object", "msg_index": "int64"})
+    COLUMNS: ClassVar[dict[str, str]] = _columns(BookUpdate, {"raw": "object", "msg_index": "int64", "out_of_order": "bool"})
     exchange: np.ndarray = field(default=None)
     instrument: np.ndarray = field(default=None)
     asset: np.ndarray = field(default=None)
@@ -382,11 +391,12 @@ class BookUpdateBatch(Batch):
     sequence: np.ndarray = field(default=None)
     raw: np.ndarray = field(default=None)
     msg_index: np.ndarray = field(default=None)
+    out_of_order: np.ndarray = field(default=None)
 
 
 @dataclass(frozen=True)
 class IndexPriceBatch(Batch):
-    COLUMNS: ClassVar[dict[str, str]] = _columns(IndexPrice, {"raw": "object", "msg_index": "int64"})
+    COLUMNS: ClassVar[dict[str, str]] = _columns(IndexPrice, {"raw": "object", "msg_index": "int64", "out_of_order": "bool"})
     exchange: np.ndarray = field(default=None)
     index_name: np.ndarray = field(default=None)
     asset: np.ndarray = field(default=None)
@@ -395,6 +405,7 @@ class IndexPriceBatch(Batch):
     price_usd: np.ndarray = field(default=None)
     raw: np.ndarray = field(default=None)
     msg_index: np.ndarray = field(default=None)
+    out_of_order: np.ndarray = field(default=None)
 
 
 # USD-like quote currencies hedgeflow treats as USD unless configured otherwise (DESIGN, feeds issue).

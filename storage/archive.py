@@ -84,6 +84,7 @@ PART_NAME = "part-0.parquet"
 
 # Pinned so the same rows always give the same bytes.
 ROW_GROUP_ROWS = 131_072
+ARROW_BATCH_ROWS = 65_536  # rows per batch read from DuckDB (any size gives the same file)
 ZSTD_LEVEL = 3
 _PARQUET_OPTIONS = dict(
     compression="zstd",
@@ -151,7 +152,8 @@ class Partition:
     def path(self) -> str:
         """The file's path relative to the archive root."""
         value = quote(self.value, safe="")
-        return f"table={self.table}/date={self.day.isoformat()}/{self.spec.key_column}={value}/{PART_NAME}"
+        key = self.spec.key_column
+        return f"table={self.table}/date={self.day.isoformat()}/{key}={value}/{PART_NAME}"
 
     def bounds(self) -> tuple[datetime, datetime]:
         """[start, end) of the day as UTC instants (bound as TIMESTAMPTZ)."""
@@ -190,7 +192,9 @@ class Manifest:
     exported_at: str | None = None
     entries: dict[str, PartitionEntry] = field(default_factory=dict)
 
-    def select(self, tables: Iterable[str], start: date | None, end: date | None) -> list[PartitionEntry]:
+    def select(
+        self, tables: Iterable[str], start: date | None, end: date | None
+    ) -> list[PartitionEntry]:
         wanted = set(tables)
         return [
             e
@@ -325,7 +329,9 @@ def export_archive(
                     continue
                 final = f"{root}/{part.path}"
                 tmp = f"{root}/{_hidden_tmp(part.path, token)}"
-                n, size, sha, staged = _encode_partition(con, spec, columns, part, fs, final, tmp, stage)
+                n, size, sha, staged = _encode_partition(
+                    con, spec, columns, part, fs, final, tmp, stage
+                )
                 if old is not None and n < old.rows:  # rows vanished since the listing
                     stage.discard(tmp)
                     refused.append(_shrink_problem(part, old.rows, n))
@@ -381,7 +387,6 @@ class _Stage:
     def __init__(self, fs) -> None:
         self.fs = fs
         self.files: list[tuple[str, str]] = []  # (tmp, final) staged for renaming
-        self.manifest_tmp: str | None = None
         self._tmps: list[str] = []  # every temporary file opened, staged or not
         self._dirs: list[str] = []  # directories created, parents first
 
@@ -453,7 +458,8 @@ def _commit(fs, root, out, stage: _Stage, old: Manifest, entries, manifest_tmp: 
             if f"{root}/{path}" in done:
                 actual[path] = entry
         try:
-            _write_atomic(fs, f"{root}/{MANIFEST_NAME}", Manifest(old.exported_at, actual).to_bytes())
+            data = Manifest(old.exported_at, actual).to_bytes()
+            _write_atomic(fs, f"{root}/{MANIFEST_NAME}", data)
         except OSError:
             pass
         raise ArchiveError(
@@ -484,12 +490,15 @@ class _Sink:
         self._buf = io.BytesIO()
         self._file = None
         self._closed = False
+        self._aborted = False
         self.sha = hashlib.sha256()
         self.size = 0
 
     # The file-object surface pyarrow uses.
     def write(self, data) -> int:
         view = memoryview(data).cast("B")
+        if self._aborted:
+            return len(view)
         self.sha.update(view)
         self.size += len(view)
         if self._file is None:
@@ -533,6 +542,9 @@ class _Sink:
         if self._file is not None:
             self._file.close()
 
+    def abort(self) -> None:
+        self._aborted = True
+
     def getvalue(self) -> bytes:
         return self._buf.getvalue()
 
@@ -547,31 +559,37 @@ def _encode_partition(con, spec, columns, part, fs, final, tmp, stage: _Stage):
         f"WHERE {_q(spec.time_column)} >= $1 AND {_q(spec.time_column)} < $2 "
         f"AND {_q(spec.key_column)} = $3 ORDER BY {order}"
     )
-    reader = con.sql(sql, params=[lo, hi, part.value]).to_arrow_reader(ROW_GROUP_ROWS)
-    schema = _utc_schema(reader.schema)
+    reader = con.sql(sql, params=[lo, hi, part.value]).to_arrow_reader(ARROW_BATCH_ROWS)
     sink = _Sink(stage, tmp)
     n = 0
     try:
+        schema = _utc_schema(reader.schema)
         writer = pq.ParquetWriter(sink, schema, **_PARQUET_OPTIONS)
-        pending: list[pa.RecordBatch] = []
+        # Row groups of exactly ROW_GROUP_ROWS rows, whatever batches the database hands over.
+        pending: list[pa.Table] = []
         n_pending = 0
         for batch in reader:
             if batch.num_rows == 0:
                 continue
-            pending.append(batch)
+            pending.append(pa.Table.from_batches([batch]).cast(schema))
             n_pending += batch.num_rows
             while n_pending >= ROW_GROUP_ROWS:
-                table = pa.Table.from_batches(pending).cast(schema).combine_chunks()
+                table = pa.concat_tables(pending).combine_chunks()
                 writer.write_table(table.slice(0, ROW_GROUP_ROWS), row_group_size=ROW_GROUP_ROWS)
                 n += ROW_GROUP_ROWS
                 rest = table.slice(ROW_GROUP_ROWS)
-                pending, n_pending = rest.to_batches(), rest.num_rows
+                pending, n_pending = ([rest] if rest.num_rows else []), rest.num_rows
         if n_pending or n == 0:
-            table = pa.Table.from_batches(pending, schema=reader.schema).cast(schema).combine_chunks()
+            table = pa.concat_tables(pending).combine_chunks() if pending else schema.empty_table()
             writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
             n += n_pending
         writer.close()
+    except BaseException:
+        sink.abort()  # a writer left unclosed must not write its footer anywhere
+        raise
     finally:
+        # An unfinished result would block every later statement on the caller's connection.
+        reader.close()
         sink.finish_file()
     sha = sink.sha.hexdigest()
     if _same_file(fs, final, sink.size, sha):
@@ -714,19 +732,24 @@ def restore_archive(
     create_schema(con)
     inserted: Counter = Counter()
     already = 0
+    columns_of = {name: _table_columns(con, name) for name in names}
     con.execute("BEGIN TRANSACTION")
     try:
+        # Rows the database holds per partition, read inside the transaction that inserts.
+        held = {
+            part: n
+            for name in names
+            for part, n in _db_partitions(con, ARCHIVE_TABLES[name], start, end)
+        }
         for entry in selected:
             part = entry.partition
-            columns = _table_columns(con, part.table)
             data, table = _load_verified(fs, root, src, entry)
-            _check_columns(src, part, table, columns)
+            columns = _restore_columns(src, part, table, columns_of[part.table])
             con.register(_VIEW, table)
             try:
                 _check_rows_belong(con, src, part)
-                n_db = _count(con, part)
                 cols = ", ".join(_q(c) for c in columns)
-                if n_db == 0:
+                if held.get(part, 0) == 0:
                     sql = f"INSERT INTO {_q(part.table)} ({cols}) SELECT {cols} FROM {_VIEW}"
                     params: list = []
                 else:
@@ -735,7 +758,14 @@ def restore_archive(
                         f"INSERT INTO {_q(part.table)} ({cols}) SELECT {cols} FROM {_VIEW} "
                         f"EXCEPT ALL SELECT {cols} FROM {_q(part.table)} WHERE {where}"
                     )
-                n_in = con.execute(sql, params).fetchone()[0]
+                try:
+                    n_in = con.execute(sql, params).fetchall()[0][0]
+                except duckdb.ConstraintException as e:
+                    raise ArchiveError(
+                        f"{src}: {part.path}: its rows conflict with rows already in table "
+                        f"{part.table} ({e}); nothing was restored. Delete that day's rows from "
+                        "the database (or restore into an empty one) and restore again."
+                    ) from e
             finally:
                 con.unregister(_VIEW)
             inserted[part.table] += n_in
@@ -744,7 +774,9 @@ def restore_archive(
     except BaseException:
         _rollback(con)
         raise
-    return RestoreResult(src=src, partitions=len(selected), inserted=dict(inserted), already_present=already)
+    return RestoreResult(
+        src=src, partitions=len(selected), inserted=dict(inserted), already_present=already
+    )
 
 
 def _load_verified(fs, root, src, entry: PartitionEntry) -> tuple[bytes, pa.Table]:
@@ -752,22 +784,29 @@ def _load_verified(fs, root, src, entry: PartitionEntry) -> tuple[bytes, pa.Tabl
     try:
         data = fs.cat_file(f"{root}/{entry.partition.path}")
     except OSError as e:
-        raise ArchiveError(_refusal(src, [ArchiveProblem(entry.partition.path, f"cannot be read: {_describe(e)}")])) from e
+        problem = ArchiveProblem(entry.partition.path, f"cannot be read: {_describe(e)}")
+        raise ArchiveError(_refusal(src, [problem])) from e
     message = _check_file(fs, root, entry, data)
     if message is not None:
-        raise ArchiveError(_refusal(src, [ArchiveProblem(entry.partition.path, message + " (changed during the restore)")]))
-    return data, pq.read_table(pa.BufferReader(data))
+        problem = ArchiveProblem(entry.partition.path, message + " (changed during the restore)")
+        raise ArchiveError(_refusal(src, [problem]))
+    return data, _parquet_table(data)
 
 
-def _check_columns(src, part: Partition, table: pa.Table, columns: list[str]) -> None:
-    if sorted(table.column_names) != sorted(columns):
-        missing = sorted(set(columns) - set(table.column_names))
-        extra = sorted(set(table.column_names) - set(columns))
+def _parquet_table(data: bytes) -> pa.Table:
+    return pq.ParquetFile(pa.BufferReader(data)).read()
+
+
+def _restore_columns(src, part: Partition, table: pa.Table, columns: list[str]) -> list[str]:
+    """The columns to load, in table order. A file may lack columns added to the schema after it
+    was exported (they take their defaults); a column the table lacks would be lost: refused."""
+    extra = sorted(set(table.column_names) - set(columns))
+    if extra:
         raise ArchiveError(
-            f"{src}: {part.path}: its columns do not match table {part.table} "
-            f"(missing {missing}, unexpected {extra}); restore into a database of the archive's "
-            "schema version."
+            f"{src}: {part.path}: table {part.table} has no column(s) {extra}, so their values "
+            "would be lost; nothing was restored. Restore with a hedgeflow whose schema has them."
         )
+    return [c for c in columns if c in set(table.column_names)]
 
 
 def _check_rows_belong(con, src, part: Partition) -> None:
@@ -777,7 +816,7 @@ def _check_rows_belong(con, src, part: Partition) -> None:
         f"SELECT count(*) FROM {_VIEW} WHERE NOT ({_q(spec.time_column)} >= $1 "
         f"AND {_q(spec.time_column)} < $2 AND {_q(spec.key_column)} = $3)",
         [lo, hi, part.value],
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     if bad:
         raise ArchiveError(
             f"{src}: {part.path}: {bad} rows do not belong to this partition (another date or "
@@ -869,7 +908,7 @@ def apply_retention(
                     kept.append(ArchiveProblem(part.path, reason))
                     continue
                 where, params = _where(part)
-                n = con.execute(f"DELETE FROM {_q(name)} WHERE {where}", params).fetchone()[0]
+                n = con.execute(f"DELETE FROM {_q(name)} WHERE {where}", params).fetchall()[0][0]
                 if n != n_db:
                     raise ArchiveError(
                         f"retention stopped: deleting {part.path} removed {n} rows where "
@@ -908,7 +947,7 @@ def _verify_db_partition(con, fs, root, manifest: Manifest, part, n_db, columns)
     message = _check_file(fs, root, entry, data)
     if message is not None:
         return f"archive file failed verification ({message}); export that day again"
-    table = pq.read_table(pa.BufferReader(data))
+    table = _parquet_table(data)
     if sorted(table.column_names) != sorted(columns):
         return "archive file's columns differ from the table's; export that day again"
     con.register(_VIEW, table)
@@ -919,7 +958,7 @@ def _verify_db_partition(con, fs, root, manifest: Manifest, part, n_db, columns)
             f"SELECT count(*) FROM (SELECT {cols} FROM {_q(part.table)} WHERE {where} "
             f"EXCEPT ALL SELECT {cols} FROM {_VIEW})",
             params,
-        ).fetchone()[0]
+        ).fetchall()[0][0]
     finally:
         con.unregister(_VIEW)
     if differ:
@@ -938,14 +977,10 @@ def _where(part: Partition) -> tuple[str, list]:
     spec = part.spec
     lo, hi = part.bounds()
     return (
-        f"{_q(spec.time_column)} >= $1 AND {_q(spec.time_column)} < $2 AND {_q(spec.key_column)} = $3",
+        f"{_q(spec.time_column)} >= $1 AND {_q(spec.time_column)} < $2 "
+        f"AND {_q(spec.key_column)} = $3",
         [lo, hi, part.value],
     )
-
-
-def _count(con, part: Partition) -> int:
-    where, params = _where(part)
-    return con.execute(f"SELECT count(*) FROM {_q(part.table)} WHERE {where}", params).fetchone()[0]
 
 
 def _rollback(con) -> None:
@@ -965,7 +1000,8 @@ def _table_columns(con, table: str) -> list[str]:
         r[0]
         for r in con.execute(
             "SELECT column_name FROM information_schema.columns "
-            "WHERE table_name = $1 AND table_schema = current_schema() ORDER BY ordinal_position",
+            "WHERE table_name = $1 AND table_schema = current_schema() "
+            "AND table_catalog = current_database() ORDER BY ordinal_position",
             [table],
         ).fetchall()
     ]
@@ -988,7 +1024,8 @@ def _db_partitions(con, spec: ArchiveTable, start: date | None, end: date | None
         + (f" WHERE {' AND '.join(where)}" if where else "")
         + " GROUP BY ALL ORDER BY ALL"
     )
-    return [(Partition(spec.name, day, value), n) for day, value, n in con.execute(sql, params).fetchall()]
+    rows = con.execute(sql, params).fetchall()
+    return [(Partition(spec.name, day, value), n) for day, value, n in rows]
 
 
 def _check_tables(tables: Iterable[str] | None) -> list[str]:
@@ -1008,7 +1045,9 @@ def _check_range(start: date | None, end: date | None) -> None:
         if d is not None and (isinstance(d, datetime) or not isinstance(d, date)):
             raise TypeError(f"{name} must be a date (a UTC day), not {type(d).__name__}")
     if start is not None and end is not None and start > end:
-        raise ArchiveError(f"start {start} is after end {end}: the range is inclusive, start <= end")
+        raise ArchiveError(
+            f"start {start} is after end {end}: the range is inclusive, start <= end"
+        )
 
 
 def _stamp(exported_at: datetime | float) -> str:
@@ -1069,7 +1108,8 @@ def _read_manifest(fs, root: str, where: str, *, missing_ok: bool) -> Manifest:
                 raise ValueError(f"unknown table {table!r}")
             part = Partition(table, date.fromisoformat(e["date"]), value)
             rows, size, sha, stamp = e["rows"], e["bytes"], e["sha256"], e["exported_at"]
-            if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (rows, size)):
+            counts = (rows, size)
+            if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in counts):
                 raise ValueError("rows and bytes must be counts")
             if not isinstance(sha, str) or not _SHA_RE.match(sha) or not isinstance(stamp, str):
                 raise ValueError("bad sha256 or exported_at")
@@ -1099,7 +1139,10 @@ def _io_error(e: OSError, where: str, doing: str, *, writing: bool) -> ArchiveEr
     if e.errno == errno.ENOSPC:
         fix = "Free some space there (or export to another location) and run the export again."
     elif isinstance(e, PermissionError) or e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        fix = f"Make {where} writable for this user (or export to another location) and run the export again."
+        fix = (
+            f"Make {where} writable for this user (or export to another location) and run "
+            "the export again."
+        )
     else:
         fix = "Fix the cause and run the export again."
     return ArchiveError(

@@ -1,5 +1,8 @@
 """The DuckDB schema. Timestamps are TIMESTAMPTZ in UTC; prices DOUBLE in the quote currency.
 
+Tick tables carry ``out_of_order``: true for a tick whose event time is earlier than the previous
+tick of its instrument (stored flagged, or quarantined instead, by ``storage.out_of_order``).
+
 ``create_schema`` is idempotent: it runs at every start and only adds what is missing.
 """
 
@@ -20,6 +23,7 @@ TABLES: dict[str, str] = {
             price       DOUBLE NOT NULL,
             size_coin   DOUBLE NOT NULL,
             side        VARCHAR NOT NULL,
+            out_of_order BOOLEAN NOT NULL DEFAULT false,
             -- a trade is stored once: a repeat is refused by the database itself
             PRIMARY KEY (exchange, instrument, trade_id)
         )""",
@@ -34,7 +38,8 @@ TABLES: dict[str, str] = {
             bid           DOUBLE NOT NULL,
             bid_size_coin DOUBLE,
             ask           DOUBLE NOT NULL,
-            ask_size_coin DOUBLE
+            ask_size_coin DOUBLE,
+            out_of_order BOOLEAN NOT NULL DEFAULT false
         )""",
     "option_tickers": """
         CREATE TABLE IF NOT EXISTS option_tickers (
@@ -61,7 +66,8 @@ TABLES: dict[str, str] = {
             gamma          DOUBLE,
             vega           DOUBLE,
             theta          DOUBLE,
-            rho            DOUBLE
+            rho            DOUBLE,
+            out_of_order BOOLEAN NOT NULL DEFAULT false
         )""",
     "book_updates": """
         CREATE TABLE IF NOT EXISTS book_updates (
@@ -74,7 +80,8 @@ TABLES: dict[str, str] = {
             price        DOUBLE NOT NULL,
             size_coin    DOUBLE NOT NULL,
             is_snapshot  BOOLEAN NOT NULL,
-            sequence     BIGINT NOT NULL
+            sequence     BIGINT NOT NULL,
+            out_of_order BOOLEAN NOT NULL DEFAULT false
         )""",
     "funding": """
         CREATE TABLE IF NOT EXISTS funding (
@@ -86,7 +93,8 @@ TABLES: dict[str, str] = {
             mark_usd        DOUBLE NOT NULL,
             index_usd       DOUBLE,
             funding_rate    DOUBLE NOT NULL,
-            next_funding_ts TIMESTAMPTZ
+            next_funding_ts TIMESTAMPTZ,
+            out_of_order BOOLEAN NOT NULL DEFAULT false
         )""",
     "index_prices": """
         CREATE TABLE IF NOT EXISTS index_prices (
@@ -95,7 +103,8 @@ TABLES: dict[str, str] = {
             asset       VARCHAR NOT NULL,
             event_ts    TIMESTAMPTZ NOT NULL,
             receive_ts  TIMESTAMPTZ NOT NULL,
-            price_usd   DOUBLE NOT NULL
+            price_usd   DOUBLE NOT NULL,
+            out_of_order BOOLEAN NOT NULL DEFAULT false
         )""",
     "quarantine": """
         CREATE TABLE IF NOT EXISTS quarantine (

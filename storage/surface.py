@@ -10,34 +10,36 @@ with
   hold. Either part may be missing: without an archive the views are the hot tables; without a hot
   database they are the archive alone; a table in neither is an empty view with the schema's
   columns, so every query of a hedgeflow table binds;
-- ``hedgeflow.archive_files``: one row per archive file (table_name, day, exchange, path, rows,
-  bytes, in_surface), so which days come from the archive is itself queryable.
+- ``hedgeflow.archive_files``: one row per archive file (table_name, day, partition_key,
+  partition_value, path, rows, bytes, in_surface), so which days come from the archive is itself
+  queryable.
 
-The archive layout (written by ``storage.archive``) is Hive-partitioned Parquet::
+The archive layout (``storage.archive``) is Hive-partitioned Parquet::
 
     ARCHIVE/table=<table>/date=<YYYY-MM-DD>/exchange=<exchange>/part-0.parquet
 
-(any file name ending ``.parquet``; ``exchange=`` is optional for tables without an ``exchange``
-column, such as ``oracle_prices``). A ``.parquet`` file under ``table=<t>/`` without a ``date=``
-level is an error, never skipped silently. ``manifest.json`` is not needed: rows and bytes come from
-the Parquet footers themselves.
+(``asset=<asset>`` instead of ``exchange=`` for ``oracle_prices``; any file name ending
+``.parquet``, hidden names skipped, so an export's staged ``.part-0.parquet.<token>.tmp`` files
+never show). A ``.parquet`` file under ``table=<t>/`` without a ``date=`` level is an error, never
+skipped silently. ``manifest.json`` is not needed: rows and bytes come from the Parquet footers.
 
-**Present (no row counted twice).** An archive partition (table, date, exchange) is read only if
-the hot table has *no* row of that exchange on that UTC day, by the table's day column
-(``DAY_COLUMNS``: ``receive_ts`` for ticks and quarantine, ``start_ts`` for gaps, ``ts`` for oracle
-prices). So a day both exported and still hot is read from the hot table alone (the hot copy is
-the newer and at least as complete: ticks that arrived after the export are in it), and a day
-pruned from the hot database is read from the archive. Presence is per (table, day, exchange), the
-archive's own partition grain: an exchange whose day was exported and pruned is read from the
-archive even while other exchanges' same day is still hot. Tables without an ``exchange`` column are
-decided per (table, day). The check is made once, when the surface opens (the hot database is
-attached read-only, so it cannot change under the connection). It agrees with the archive as long
-as the archive partitions by the same day column as ``DAY_COLUMNS``; ticks stamped near midnight
-would otherwise be attributed to neighbouring days.
+**Present (no row counted twice).** An archive partition (table, date, key) is read only if the hot
+table has *no* row with that key (exchange; asset for oracle prices) on that UTC day, by the
+table's day column — the archive's own (``DAY_COLUMNS``, from ``storage.archive.ARCHIVE_TABLES``:
+``event_ts`` for ticks, ``receive_ts`` for quarantine, ``start_ts`` for gaps, ``ts`` for oracle
+prices), so hot rows and files are matched exactly as the export cut them. A day both exported
+and still hot is read from the hot table alone (the hot copy is the newer and at least as
+complete: the export never shrinks a partition, retention deletes only verified ones), and a day
+pruned from the hot database is read from the archive. Presence is per (table, day, key), the
+archive's partition grain, so an exchange whose day was pruned is read from the archive even while
+another exchange's same day is still hot. A file with no key level is matched on (table, day)
+alone. The check is made once, when the surface opens: the hot database is attached read-only
+and cannot change under the connection.
 
 **Columns.** The views have exactly the hot table's columns (or the schema's, when there is no hot
 table), in its order and types. The Hive keys ``table`` and ``date`` never appear; ``exchange``
-comes from the partition path (where it equals the table's own column). A column missing from old
+(``asset``) comes from the partition path, where it equals the table's own column (the archive's
+files hold it too; files written by ``COPY ... PARTITION_BY``, which drop it, work as well). A column missing from old
 archive files reads as NULL; archive columns the table does not have are dropped.
 
 **Where the archive can live.** A local directory (or ``file://`` URL) always works. Other URLs are
@@ -77,6 +79,7 @@ import pandas as pd
 import pyarrow as pa
 
 from dataflows.config import HedgeflowError
+from storage.archive import ARCHIVE_TABLES
 from storage.schema import TABLES, create_schema
 
 #: The catalog name of the attached hot database.
@@ -84,19 +87,12 @@ HOT = "hot"
 #: The schema (in the surface's in-memory catalog) holding the surface's own metadata.
 META_SCHEMA = "hedgeflow"
 
-#: The column whose UTC date is a row's day: how hot rows are matched to archive partitions, and
-#: the day the quality report counts a row under.
-DAY_COLUMNS: dict[str, str] = {
-    "trades": "receive_ts",
-    "quotes": "receive_ts",
-    "option_tickers": "receive_ts",
-    "book_updates": "receive_ts",
-    "funding": "receive_ts",
-    "index_prices": "receive_ts",
-    "quarantine": "receive_ts",
-    "gaps": "start_ts",
-    "oracle_prices": "ts",
-}
+#: The column whose UTC date is a row's day, and the column of the archive's second partition level,
+#: per table: the archive's own (``storage.archive.ARCHIVE_TABLES``), so hot rows and archive
+#: partitions are matched exactly as the export cut them. The quality report counts rows under the
+#: same days.
+DAY_COLUMNS: dict[str, str] = {t.name: t.time_column for t in ARCHIVE_TABLES.values()}
+KEY_COLUMNS: dict[str, str] = {t.name: t.key_column for t in ARCHIVE_TABLES.values()}
 
 #: Hive keys of the archive layout that are not columns of the tables.
 _HIVE_ONLY_KEYS = ("table", "date")
@@ -177,9 +173,12 @@ def schema_columns() -> dict[str, tuple[tuple[str, str], ...]]:
 
 @dataclass(frozen=True)
 class ArchiveFile:
+    """One Parquet file of the archive: its partition (table, day, key=value), rows and bytes."""
+
     table: str
     day: dt.date
-    exchange: str | None
+    key: str | None  # the second partition level's column ("exchange", "asset"); None if absent
+    value: str | None
     path: str
     rows: int = 0
     bytes: int = 0
@@ -210,18 +209,20 @@ def _archive_root(con: duckdb.DuckDBPyConnection, archive: str | os.PathLike) ->
     return text.rstrip("/")
 
 
-def _partition_keys(root: str, path: str) -> dict[str, str]:
-    rel = path[len(root):] if path.startswith(root) else path
-    keys: dict[str, str] = {}
-    for segment in rel.replace("\\", "/").split("/")[:-1]:
+def _partition_keys(path: str) -> list[tuple[str, str]]:
+    """The ``key=value`` directory levels of ``path`` from its ``table=`` level on, values decoded."""
+    segments = path.replace("\\", "/").split("/")[:-1]
+    starts = [i for i, seg in enumerate(segments) if seg.startswith("table=")]
+    keys = []
+    for segment in segments[starts[-1]:] if starts else []:
         if "=" in segment:
             k, v = segment.split("=", 1)
-            keys[k] = unquote(v)
+            keys.append((k, unquote(v)))
     return keys
 
 
 def list_archive(con: duckdb.DuckDBPyConnection, archive: str | os.PathLike) -> list[ArchiveFile]:
-    """Every Parquet file of the archive with its partition keys, rows and bytes (from the footers)."""
+    """Every Parquet file of the archive with its partition, rows and bytes (from the footers)."""
     root = _archive_root(con, archive)
     pattern = root + "/table=*/**/*.parquet"
     try:
@@ -234,10 +235,13 @@ def list_archive(con: duckdb.DuckDBPyConnection, archive: str | os.PathLike) -> 
         ) from e
     files: list[ArchiveFile] = []
     for path in paths:
-        keys = _partition_keys(root, path)
-        table = keys.get("table", "")
+        if path.replace("\\", "/").rsplit("/", 1)[-1].startswith("."):
+            continue  # a hidden (staged) file
+        keys = _partition_keys(path)
+        named = dict(keys)
+        table = named.get("table", "")
         try:
-            day = dt.date.fromisoformat(keys["date"])
+            day = dt.date.fromisoformat(named["date"])
         except (KeyError, ValueError):
             day = None
         if day is None or not _IDENT_RE.match(table):
@@ -246,7 +250,9 @@ def list_archive(con: duckdb.DuckDBPyConnection, archive: str | os.PathLike) -> 
                 "table=<table>/date=<YYYY-MM-DD>/exchange=<exchange>/<name>.parquet under "
                 f"{root}; move or remove the file"
             )
-        files.append(ArchiveFile(table, day, keys.get("exchange"), path))
+        rest = [(k, v) for k, v in keys if k not in _HIVE_ONLY_KEYS]
+        key, value = rest[0] if rest else (None, None)
+        files.append(ArchiveFile(table, day, key, value, path))
     if not files:
         return files
     try:
@@ -260,7 +266,8 @@ def list_archive(con: duckdb.DuckDBPyConnection, archive: str | os.PathLike) -> 
     except duckdb.Error as e:
         raise HedgeflowError(f"cannot read the archive's Parquet footers: {e}") from e
     return [
-        ArchiveFile(f.table, f.day, f.exchange, f.path, *meta.get(f.path, (0, 0))) for f in files
+        ArchiveFile(f.table, f.day, f.key, f.value, f.path, *meta.get(f.path, (0, 0)))
+        for f in files
     ]
 
 
@@ -309,22 +316,36 @@ def _hot_columns(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, st
     return out
 
 
-def _hot_keys(
-    con: duckdb.DuckDBPyConnection, table: str, columns: list[tuple[str, str]]
-) -> set[tuple] | None:
-    """The (day, exchange) — or (day,) — keys the hot table holds; None when it has no day column
-    (then any hot row makes the whole table hot)."""
-    day = day_column(table, columns)
+def key_column(table: str, columns: list[tuple[str, str]]) -> str | None:
+    """The column of the archive's second partition level for ``table`` (exchange, asset)."""
+    names = dict(columns)
+    for name in (KEY_COLUMNS.get(table), "exchange"):
+        if name and name in names:
+            return name
+    return None
+
+
+def _not_in_hot(
+    con: duckdb.DuckDBPyConnection, table: str, columns: list[tuple[str, str]],
+    files: list[ArchiveFile],
+) -> list[ArchiveFile]:
+    """The archive files of ``table`` whose partition the hot table holds no row of."""
     src = f"{HOT}.main.{_ident(table)}"
-    if day is None:
-        return None
-    by_exchange = "exchange" in dict(columns)
-    sel = day_sql(*day) + (", exchange" if by_exchange else "")
-    return {tuple(r) for r in con.execute(f"SELECT DISTINCT {sel} FROM {src}").fetchall()}
-
-
-def _file_key(f: ArchiveFile, by_exchange: bool) -> tuple:
-    return (f.day, f.exchange) if by_exchange else (f.day,)
+    day = day_column(table, columns)
+    if day is None:  # no way to date the rows: any hot row makes the whole table hot
+        has_rows = con.execute(f"SELECT count(*) > 0 FROM {src}").fetchone()[0]
+        return [] if has_rows else files
+    key = key_column(table, columns)
+    key_sql = f"CAST({_ident(key)} AS VARCHAR)" if key else "NULL::VARCHAR"
+    pairs = {
+        (d, v)
+        for d, v in con.execute(f"SELECT DISTINCT {day_sql(*day)}, {key_sql} FROM {src}").fetchall()
+    }
+    days = {d for d, _ in pairs}
+    return [
+        f for f in files
+        if ((f.day, f.value) not in pairs if key and f.key == key else f.day not in days)
+    ]
 
 
 def _archive_select(
@@ -349,15 +370,17 @@ def _archive_select(
 def _create_meta(con: duckdb.DuckDBPyConnection, files: list[ArchiveFile], used: set[str]) -> None:
     con.execute(f"CREATE SCHEMA {META_SCHEMA}")
     con.execute(
-        f"CREATE TABLE {META_SCHEMA}.archive_files (table_name VARCHAR, day DATE, exchange VARCHAR, "
-        "path VARCHAR, rows BIGINT, bytes BIGINT, in_surface BOOLEAN)"
+        f"CREATE TABLE {META_SCHEMA}.archive_files (table_name VARCHAR, day DATE, "
+        "partition_key VARCHAR, partition_value VARCHAR, path VARCHAR, rows BIGINT, bytes BIGINT, "
+        "in_surface BOOLEAN)"
     )
     if not files:
         return
     data = pa.table({
         "table_name": pa.array([f.table for f in files], pa.string()),
         "day": pa.array([f.day for f in files], pa.date32()),
-        "exchange": pa.array([f.exchange for f in files], pa.string()),
+        "partition_key": pa.array([f.key for f in files], pa.string()),
+        "partition_value": pa.array([f.value for f in files], pa.string()),
         "path": pa.array([f.path for f in files], pa.string()),
         "rows": pa.array([f.rows for f in files], pa.int64()),
         "bytes": pa.array([f.bytes for f in files], pa.int64()),
@@ -375,7 +398,10 @@ def _create_meta(con: duckdb.DuckDBPyConnection, files: list[ArchiveFile], used:
 def open_surface(
     db_path: str | os.PathLike | None = None, archive: str | os.PathLike | None = None
 ) -> duckdb.DuckDBPyConnection:
-    """An in-memory connection whose views join the hot database and the archive (module doc)."""
+    """An in-memory connection whose views join the hot database and the archive (module doc).
+
+    Raises ``HedgeflowError`` when the database or the archive cannot be found or read.
+    """
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
@@ -401,15 +427,7 @@ def open_surface(
                 )
             candidates = by_table.get(table, [])
             if candidates and table in hot:
-                keys = _hot_keys(con, table, columns)
-                if keys is None:
-                    has_rows = con.execute(
-                        f"SELECT count(*) > 0 FROM {HOT}.main.{_ident(table)}"
-                    ).fetchone()[0]
-                    candidates = [] if has_rows else candidates
-                else:
-                    by_exchange = "exchange" in dict(columns)
-                    candidates = [f for f in candidates if _file_key(f, by_exchange) not in keys]
+                candidates = _not_in_hot(con, table, columns, candidates)
             if candidates:
                 paths = [f.path for f in candidates]
                 sql, columns = _archive_select(con, paths, columns)
@@ -462,9 +480,16 @@ def run_query(con: duckdb.DuckDBPyConnection, sql: str) -> pd.DataFrame:
                 f"hedgeflow query is read-only: {kind} statements are refused. Give a SELECT "
                 "(or SHOW, DESCRIBE, SUMMARIZE, EXPLAIN); " + QUERY_HINT
             )
-        return con.execute(sql).df()
+        con.execute(sql)
+        dates = [i for i, d in enumerate(con.description or []) if str(d[1]) == "DATE"]
+        df = con.df()
     except duckdb.Error as e:
         raise HedgeflowError(f"query failed: {e}\nhint: {QUERY_HINT}") from e
+    for i in dates:  # DATE arrives as midnight timestamps: give dates back
+        df.isetitem(i, pd.Series(
+            [None if pd.isna(v) else v.date() for v in df.iloc[:, i]], index=df.index, dtype=object
+        ))
+    return df
 
 
 # ---------------------------------------------------------------------------------- formatting
@@ -472,25 +497,23 @@ def run_query(con: duckdb.DuckDBPyConnection, sql: str) -> pd.DataFrame:
 FORMATS = ("table", "csv", "json")
 
 
-def _plain(value):
-    """A cell as a JSON-friendly Python value (None for NULL/NaN, ISO text for times)."""
+def _plain(value, sep: str = "T"):
+    """A cell as a JSON-friendly Python value (None for NULL/NaN, ISO 8601 text for times)."""
     if value is None or value is pd.NaT:
         return None
     if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
+        return [_plain(v, sep) for v in value.tolist()]
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_plain(v, sep) for v in value]
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _plain(v, sep) for k, v in value.items()}
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float):
         return None if math.isnan(value) else (value if math.isfinite(value) else str(value))
-    if isinstance(value, pd.Timestamp):
-        if value.tzinfo is None and value == value.normalize():
-            return value.date().isoformat()
-        return value.isoformat()
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+    if isinstance(value, dt.datetime):  # pd.Timestamp included
+        return value.isoformat(sep=sep)
+    if isinstance(value, (dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, (pd.Timedelta, dt.timedelta)):
         return pd.Timedelta(value).total_seconds()
@@ -509,7 +532,7 @@ def _plain(value):
 
 
 def _cell_text(value) -> str:
-    v = _plain(value)
+    v = _plain(value, sep=" ")
     if v is None:
         return "NULL"
     if isinstance(v, (list, dict)):

@@ -82,6 +82,7 @@ class BatchBuilder:
         values["exchange"] = self.exchange
         values["raw"] = self.raw
         values["msg_index"] = self.n_messages - 1
+        values["out_of_order"] = False
         if values.keys() != cols.keys():
             self._wrong_columns(table, values)
         for name, value in values.items():
@@ -103,6 +104,7 @@ class BatchBuilder:
         values["exchange"] = self.exchange
         values["raw"] = self.raw
         values["msg_index"] = self.n_messages - 1
+        values["out_of_order"] = False
         if values.keys() != cols.keys():
             self._wrong_columns(table, values)
         for name, value in values.items():

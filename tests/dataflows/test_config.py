@@ -71,7 +71,10 @@ def test_to_dict_is_plain_nested_mapping():
     cfg = load_config(env={})
     d = cfg.to_dict()
     assert list(d) == ["storage", "simulator", "feeds", "oracle", "dashboard", "logging"]
-    assert d["storage"] == {"db_path": "data/hedgeflow.duckdb", "flush_interval_s": 1.0, "flush_rows": 10_000}
+    assert d["storage"] == {
+        "db_path": "data/hedgeflow.duckdb", "flush_interval_s": 1.0, "flush_rows": 10_000,
+        "out_of_order": "flag",
+    }
     assert d["simulator"]["symbols"] == ["BTCUSDT", "ETHUSDT"]
     d["simulator"]["symbols"].append("XRPUSDT")  # a copy: the config is unchanged
     assert cfg.simulator.symbols == ["BTCUSDT", "ETHUSDT"]

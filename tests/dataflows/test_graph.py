@@ -134,7 +134,7 @@ def test_graph_end_to_end(graph, db_path):
     assert snap == {
         "messages": 6, "data": 4, "control": 0, "ignored": 0, "quarantined": 2,
         "trades": 1, "quotes": 2, "option_tickers": 0, "book_updates": 1, "funding": 0,
-        "index_prices": 0, "gaps": 1, "duplicates": 0, "pending": 0,
+        "index_prices": 0, "gaps": 1, "duplicates": 0, "out_of_order": 0, "pending": 0,
     }
     committed = sum((c.rows.get("oracle_prices", {}).get("", 0) for c in out["commits"]), 0)
     assert committed == 3

@@ -36,7 +36,7 @@ def gap(exchange: str = "binance") -> Gap:
 def test_fields():
     assert VERDICTS == ("data", "control", "ignored", "quarantined")
     assert ROW_TABLES == ("trades", "quotes", "option_tickers", "book_updates", "funding", "index_prices", "gaps")
-    assert FIELDS == ("messages", *VERDICTS, *ROW_TABLES, "duplicates")
+    assert FIELDS == ("messages", *VERDICTS, *ROW_TABLES, "duplicates", "out_of_order")
 
 
 def test_empty_ledger_reconciles():
@@ -64,7 +64,7 @@ def test_counts_pending_until_commit_then_reconciles():
     assert c == {
         "messages": 10, "data": 5, "control": 1, "ignored": 3, "quarantined": 1,
         "trades": 2, "quotes": 3, "option_tickers": 0, "book_updates": 0, "funding": 0,
-        "index_prices": 0, "gaps": 0, "duplicates": 0, "pending": 0,
+        "index_prices": 0, "gaps": 0, "duplicates": 0, "out_of_order": 0, "pending": 0,
     }
     assert c["messages"] == sum(c[v] for v in VERDICTS)
 

@@ -37,7 +37,9 @@ def _rows(cls, defaults: dict, rows: list[dict]):
     full = [{**defaults, **r} for r in rows]
     for i, r in enumerate(full):
         r.setdefault("raw", f"{cls.__name__} row {i}")
-    return cls.from_columns(**{c: [r[c] for r in full] for c in cls.COLUMNS if c != "msg_index"})
+    return cls.from_columns(
+        **{c: [r[c] for r in full] for c in cls.COLUMNS if c not in ("msg_index", "out_of_order")}
+    )
 
 
 def books(*rows: dict) -> BookUpdateBatch:
@@ -334,3 +336,52 @@ def test_a_valid_trade_after_a_refused_copy_in_the_same_batch_is_kept():
     out = Validator()(normalize(make_raw("binance", [(T0, bad), (T0 + 0.1, good)])))
     assert out.trades.raw.tolist() == [good]
     assert [r.raw for r in out.quarantine] == [bad]
+
+
+# ------------------------------------------------------------------------- out-of-order ticks
+
+
+def _quotes_at(*times: float, instrument: str = "BTCUSDT"):
+    return normalized(
+        len(times),
+        quotes=make_quotes(*({"event_ts": t, "instrument": instrument} for t in times)),
+    )
+
+
+def test_an_older_tick_is_stored_flagged_by_default():
+    v = Validator()
+    first = v(_quotes_at(1_700_000_010.0, 1_700_000_011.0))
+    assert not first.quotes.out_of_order.any()
+    # A tick older than the newest one seen, in the next batch, and one in order after it.
+    later = v(_quotes_at(1_700_000_009.0, 1_700_000_012.0))
+    assert later.quotes.out_of_order.tolist() == [True, False]
+    assert later.quarantine == ()
+
+
+def test_out_of_order_is_per_instrument():
+    v = Validator()
+    v(_quotes_at(1_700_000_010.0, instrument="BTCUSDT"))
+    other = v(_quotes_at(1_700_000_005.0, instrument="ETHUSDT"))
+    assert not other.quotes.out_of_order.any()
+
+
+def test_out_of_order_ticks_can_be_quarantined_instead():
+    v = Validator(out_of_order="quarantine")
+    v(_quotes_at(1_700_000_010.0))
+    out = v(_quotes_at(1_700_000_009.0, 1_700_000_011.0))
+    assert len(out.quotes) == 1 and out.quotes.event_ts[0] == 1_700_000_011.0
+    assert [q.reason for q in out.quarantine] == [
+        "out of order: event time before the instrument's previous tick"
+    ]
+
+
+def test_book_updates_are_not_judged_by_order():
+    v = Validator()
+    v(normalized(1, book_updates=books({"event_ts": 1_700_000_010.0})))
+    out = v(normalized(1, book_updates=books({"event_ts": 1_700_000_001.0})))
+    assert not out.book_updates.out_of_order.any()
+
+
+def test_unknown_out_of_order_policy_is_refused():
+    with pytest.raises(ValueError, match="flag"):
+        Validator(out_of_order="drop")

@@ -59,7 +59,7 @@ def test_replay_of_recorded_binance_counts(replayed):
         "funding": 0,
         "index_prices": 0,
         "gaps": 0,  # the depth update ids follow on; the capture's instruments are not BTC/ETH
-        "duplicates": 0, "pending": 0,
+        "duplicates": 0, "out_of_order": 0, "pending": 0,
     }
     assert counts["total"] == b
     assert counts["db"] == str(db)

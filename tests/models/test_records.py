@@ -37,7 +37,7 @@ BATCH_RECORDS = [
 def test_columns_follow_the_record_fields_plus_raw_and_msg_index():
     assert list(QuoteBatch.COLUMNS) == [
         "exchange", "instrument", "asset", "quote_ccy", "event_ts", "receive_ts",
-        "bid", "bid_size_coin", "ask", "ask_size_coin", "raw", "msg_index",
+        "bid", "bid_size_coin", "ask", "ask_size_coin", "raw", "msg_index", "out_of_order",
     ]
     assert QuoteBatch.COLUMNS["bid"] == "float64"
     assert QuoteBatch.COLUMNS["instrument"] == "object"
@@ -153,13 +153,17 @@ def test_column_dict_excludes_the_bookkeeping_columns_by_default():
     b = make_quotes({})
     assert "raw" not in b.column_dict()
     assert "msg_index" not in b.column_dict()
+    # out_of_order is bookkeeping the database keeps: the validator sets it, the tables store it
     assert list(b.column_dict()) == [c for c in QuoteBatch.COLUMNS if c not in ("raw", "msg_index")]
+    assert b.column_dict()["out_of_order"].dtype == bool
     assert set(b.column_dict(exclude=())) == set(QuoteBatch.COLUMNS)
     assert "raw" in b.column_dict(exclude=("msg_index",))
     assert "msg_index" not in b.column_dict(exclude=("msg_index",))
     for cls, record_cls in BATCH_RECORDS:
-        # the stored columns are exactly the record's fields
-        assert list(cls.empty().column_dict()) == [f.name for f in dataclasses.fields(record_cls)]
+        # the stored columns are exactly the record's fields and the out-of-order flag
+        assert list(cls.empty().column_dict()) == [
+            *(f.name for f in dataclasses.fields(record_cls)), "out_of_order"
+        ]
 
 
 def test_raw_batch_length_mismatch_is_an_error():
@@ -171,8 +175,9 @@ def test_raw_batch_length_mismatch_is_an_error():
 @pytest.mark.parametrize("batch_cls, record_cls", BATCH_RECORDS)
 def test_every_batch_has_its_record_fields_raw_and_msg_index(batch_cls, record_cls):
     record_fields = [f.name for f in dataclasses.fields(record_cls)]
-    assert list(batch_cls.COLUMNS) == [*record_fields, "raw", "msg_index"]
+    assert list(batch_cls.COLUMNS) == [*record_fields, "raw", "msg_index", "out_of_order"]
     assert batch_cls.COLUMNS["raw"] == "object" and batch_cls.COLUMNS["msg_index"] == "int64"
+    assert batch_cls.COLUMNS["out_of_order"] == "bool"
     empty = batch_cls.empty()
     assert len(empty) == 0
     for name, dtype in batch_cls.COLUMNS.items():

@@ -271,7 +271,9 @@ def _batch(cls, defaults: dict, *rows: dict):
     full = [{**defaults, **r} for r in rows]
     for i, r in enumerate(full):
         r.setdefault("raw", f"row {i}")
-    return cls.from_columns(**{c: [r[c] for r in full] for c in cls.COLUMNS if c != "msg_index"})
+    return cls.from_columns(
+        **{c: [r[c] for r in full] for c in cls.COLUMNS if c not in ("msg_index", "out_of_order")}
+    )
 
 
 OPTION = dict(
