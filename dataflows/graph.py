@@ -25,9 +25,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from operator import attrgetter
 
+import logging
+
+import numpy as np
 from streamz import Stream
 
 from dataflows.adapters import AdapterSet
+from dataflows.logs import log_event
 from dataflows.clock import Clock
 from dataflows.ledger import Ledger
 from dataflows.nodes import Validator
@@ -36,9 +40,19 @@ from models.oracle import MedianOracle
 from models.records import DATA_BATCHES
 from storage.writer import Commit, DuckDBWriter
 
+log = logging.getLogger(__name__)
+
 # Liveness of an instrument is its top of book: quotes arrive steadily on a liquid market, while
 # trades come in bursts (and an option's one trade would leave a "silence" behind it).
 _SILENCE_WATCHED = ("quotes",)
+
+
+def log_commit(ledger: Ledger) -> None:
+    """After each commit, the rows now durable in total (the kill test reads these lines)."""
+    if log.isEnabledFor(logging.DEBUG):
+        total = ledger.snapshot()["total"]
+        log_event(log, logging.DEBUG, "committed",
+                  **{t: total[t] for t in (*DATA_BATCHES, "gaps", "quarantined")})
 
 
 @dataclass
@@ -101,6 +115,17 @@ def build_graph(
     health = Stream(stream_name="connection health")
     ticks = Stream(stream_name="clock ticks")
 
+    def count_ingest(batch):
+        # Raw size per exchange and UTC day, for the compression and completeness reports.
+        days = (batch.receive_ts // 86_400).astype(np.int64)
+        for day in np.unique(days).tolist():
+            texts = [m for m, d in zip(batch.messages, days.tolist()) if d == day]
+            writer.add_ingest(
+                batch.exchange, str(np.datetime64(day, "D")), len(texts),
+                sum(len(t.encode("utf-8", "replace")) for t in texts),
+            )
+
+    raw.sink(count_ingest)
     normalized = raw.map(adapters.normalize, stream_name="normalize")
     validated = normalized.map(Validator(out_of_order=out_of_order), stream_name="validate")
     quarantine = validated.map(attrgetter("quarantine")).filter(len)
@@ -149,6 +174,7 @@ def build_graph(
     validated.sink(ledger.on_validated)
     gaps.sink(ledger.on_gaps)
     commits.sink(ledger.on_commit)
+    commits.sink(lambda commit: log_commit(ledger))
 
     return Graph(
         raw=raw, health=health, ticks=ticks, normalized=normalized, validated=validated,

@@ -124,6 +124,14 @@ TABLES: dict[str, str] = {
             reason      VARCHAR NOT NULL,
             sources     VARCHAR[] NOT NULL
         )""",
+    "ingest_stats": """
+        CREATE TABLE IF NOT EXISTS ingest_stats (
+            exchange   VARCHAR NOT NULL,
+            day        DATE NOT NULL,
+            messages   BIGINT NOT NULL,
+            raw_bytes  BIGINT NOT NULL,  -- UTF-8 size of the messages as received
+            PRIMARY KEY (exchange, day)
+        )""",
     "gaps": """
         CREATE TABLE IF NOT EXISTS gaps (
             exchange     VARCHAR NOT NULL,

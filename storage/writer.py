@@ -163,8 +163,15 @@ class DuckDBWriter:
         self._pending: dict[str, Counter] = {}
         self._buffered_rows = 0
         self._oldest_ts: float | None = None
+        self._ingest: Counter = Counter()  # (exchange, day, "messages"|"raw_bytes") -> amount
 
     # ------------------------------------------------------------------ appends
+    def add_ingest(self, exchange: str, day: str, messages: int, raw_bytes: int) -> None:
+        """Count messages and their raw size received from ``exchange`` on UTC ``day``
+        (YYYY-MM-DD); written with the next flush, for compression and completeness reports."""
+        self._ingest[(exchange, day, "messages")] += messages
+        self._ingest[(exchange, day, "raw_bytes")] += raw_bytes
+
     def _append(self, table: str, data: pa.Table, exchanges, now: float) -> Commit | None:
         if data.num_rows == 0:
             return None
@@ -219,6 +226,9 @@ class DuckDBWriter:
     def flush(self, precheck: bool = False) -> Commit | None:
         """Write every buffered row in one transaction; return what it committed."""
         if not self._buffered_rows:
+            if self._ingest:
+                self._write_ingest()
+                self._ingest.clear()
             return None
         self.con.execute("BEGIN TRANSACTION")
         refused: dict[str, Counter] = {}
@@ -231,6 +241,7 @@ class DuckDBWriter:
                     # Table names come from this module's fixed set, never from user text.
                     self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _hedgeflow_buffer")
                 self.con.unregister("_hedgeflow_buffer")
+            self._write_ingest()
             self.con.execute("COMMIT")
         except _RefusedRows:
             self.con.execute("ROLLBACK")
@@ -250,9 +261,24 @@ class DuckDBWriter:
         commit = Commit(rows=rows, refused={t: c for t, c in refused.items() if c})
         self._buffers.clear()
         self._pending.clear()
+        self._ingest.clear()
         self._buffered_rows = 0
         self._oldest_ts = None
         return commit
+
+    def _write_ingest(self) -> None:
+        days = sorted({(e, d) for e, d, _ in self._ingest})
+        if not days:
+            return
+        self.con.executemany(
+            """
+            INSERT INTO ingest_stats VALUES (?, ?, ?, ?)
+            ON CONFLICT (exchange, day) DO UPDATE SET
+                messages = messages + excluded.messages, raw_bytes = raw_bytes + excluded.raw_bytes
+            """,
+            [(e, d, self._ingest[(e, d, "messages")], self._ingest[(e, d, "raw_bytes")])
+             for e, d in days],
+        )
 
     def _insert_unique(self, table: str, precheck: bool) -> Counter:
         """Insert the buffer into a table with a primary key; return the rows refused as already

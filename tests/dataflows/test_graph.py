@@ -290,3 +290,23 @@ def test_a_refused_depth_message_with_an_implausible_time_does_not_break_the_gra
     assert g.ledger.reconciles()
     snap = g.ledger.snapshot()["exchanges"]["binance"]
     assert (snap["quotes"], snap["book_updates"], snap["quarantined"]) == (1, 1, 1)
+
+
+def test_raw_message_sizes_are_counted_per_exchange_and_day(tmp_path):
+    import duckdb
+
+    from dataflows.clock import SimulatedClock
+    from dataflows.graph import build_graph
+    from models.oracle import MedianOracle
+    from storage.writer import DuckDBWriter
+    from tests.conftest import make_raw
+
+    clock = SimulatedClock()
+    graph = build_graph(clock=clock, writer=DuckDBWriter(tmp_path / "i.duckdb"), oracle=MedianOracle())
+    day_end = 1_700_006_399.5  # 2023-11-14 23:59:59.5 UTC, and a message half a second later
+    graph.raw.emit(make_raw("binance", [(day_end, '{"result":null,"id":1}'), (day_end + 1, "é")]))
+    graph.close()
+    con = duckdb.connect(str(tmp_path / "i.duckdb"), read_only=True)
+    rows = con.execute("SELECT exchange, CAST(day AS VARCHAR), messages, raw_bytes FROM ingest_stats ORDER BY day").fetchall()
+    con.close()
+    assert rows == [("binance", "2023-11-14", 1, 22), ("binance", "2023-11-15", 1, 2)]
