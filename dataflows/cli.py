@@ -3,6 +3,10 @@
     hedgeflow run [--duration S] [--db PATH] [--port N]   the main job: simulator, graph, dashboards
     hedgeflow simulate [--port N] [--duration S]           the exchange simulator alone
     hedgeflow replay CAPTURE... --db PATH                  recorded traffic through the graph
+    hedgeflow export --db PATH --out DIR [--from D] [--to D]   days to the Parquet archive
+    hedgeflow restore --from DIR --db PATH                 tables rebuilt from the archive
+    hedgeflow query "SQL" [--db PATH] [--archive DIR]      SQL over hot and archived data
+    hedgeflow quality [--day DATE]                         the data quality report
     hedgeflow config                                       the effective configuration
 
 Configuration comes from ``--config FILE`` (or ``$HEDGEFLOW_CONFIG``, or ``./hedgeflow.toml`` when
@@ -192,6 +196,102 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _date(text: str):
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+
+
+def _connect(db: str, read_only: bool):
+    """The DuckDB file ``db``, with the user's mistakes said plainly."""
+    import duckdb
+
+    if read_only and not Path(db).is_file():
+        raise HedgeflowError(f"database not found: {db}. Give the file `hedgeflow run --db` wrote")
+    try:
+        con = duckdb.connect(db, read_only=read_only)
+    except duckdb.IOException as exc:
+        raise HedgeflowError(
+            f"cannot open {db}: {exc}. If `hedgeflow run` is writing it, stop the run first "
+            "(its scheduled export archives the data while it runs)"
+        ) from None
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import time
+
+    from storage.archive import export_archive
+
+    _config(args, {})
+    con = _connect(args.db, read_only=True)
+    try:
+        result = export_archive(con, args.out, args.start, args.end, exported_at=time.time())
+    finally:
+        con.close()
+    print(json.dumps(result.summary(), sort_keys=True))
+    return 1 if result.refused else 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from storage.archive import restore_archive
+    from storage.schema import create_schema
+
+    _config(args, {})
+    con = _connect(args.db, read_only=False)
+    try:
+        create_schema(con)
+        result = restore_archive(args.src, con)
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    print(json.dumps(result.summary(), sort_keys=True))
+    return 0
+
+
+def _surface(args: argparse.Namespace):
+    from storage.surface import open_surface
+
+    db = args.db
+    if db is not None and not Path(db).is_file():
+        raise HedgeflowError(f"database not found: {db}. Give the file `hedgeflow run --db` wrote")
+    if db is None and args.archive is None:
+        default = _config(args, {}).storage.db_path
+        if not Path(default).is_file():
+            raise HedgeflowError(
+                f"nothing to query: no --db, no --archive, and no {default}. Run "
+                "`hedgeflow run --duration 25` first, or name a database or an archive"
+            )
+        db = default
+    return open_surface(db, args.archive)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from storage.surface import format_result, run_query
+
+    con = _surface(args)
+    try:
+        print(format_result(run_query(con, args.sql), args.format, args.max_rows))
+    finally:
+        con.close()
+    return 0
+
+
+def cmd_quality(args: argparse.Namespace) -> int:
+    from storage.quality import format_quality, quality_report
+
+    con = _surface(args)
+    try:
+        print(format_quality(quality_report(con, args.day)))
+    finally:
+        con.close()
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     print(json.dumps(_config(args, {}).to_dict(), indent=2, sort_keys=True))
     return 0
@@ -234,6 +334,32 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("captures", nargs="+", metavar="CAPTURE", help="capture files")
     replay.add_argument("--db", required=True, metavar="PATH", help="DuckDB file to write")
     replay.set_defaults(func=cmd_replay)
+
+    export = sub.add_parser("export", parents=[common], help="archive days to Parquet")
+    export.add_argument("--db", required=True, metavar="PATH", help="DuckDB file to read")
+    export.add_argument("--out", required=True, metavar="DIR", help="archive: a path or fsspec URL")
+    export.add_argument("--from", dest="start", type=_date, metavar="DATE", help="first UTC day")
+    export.add_argument("--to", dest="end", type=_date, metavar="DATE", help="last UTC day")
+    export.set_defaults(func=cmd_export)
+
+    restore = sub.add_parser("restore", parents=[common], help="rebuild tables from an archive")
+    restore.add_argument("--from", dest="src", required=True, metavar="DIR", help="archive")
+    restore.add_argument("--db", required=True, metavar="PATH", help="DuckDB file to write")
+    restore.set_defaults(func=cmd_restore)
+
+    query = sub.add_parser("query", parents=[common], help="SQL over hot and archived data")
+    query.add_argument("sql", metavar="SQL", help='e.g. "SELECT count(*) FROM trades"')
+    query.add_argument("--db", metavar="PATH", help="DuckDB file (default storage.db_path)")
+    query.add_argument("--archive", metavar="DIR", help="Parquet archive to include")
+    query.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    query.add_argument("--max-rows", type=int, default=50, help="rows shown as a table")
+    query.set_defaults(func=cmd_query)
+
+    quality = sub.add_parser("quality", parents=[common], help="the data quality report")
+    quality.add_argument("--db", metavar="PATH", help="DuckDB file (default storage.db_path)")
+    quality.add_argument("--archive", metavar="DIR", help="Parquet archive to include")
+    quality.add_argument("--day", type=_date, metavar="DATE", help="one UTC day (YYYY-MM-DD)")
+    quality.set_defaults(func=cmd_quality)
 
     config = sub.add_parser("config", parents=[common], help="print the effective configuration")
     config.set_defaults(func=cmd_config)

@@ -245,6 +245,9 @@ class StorageConfig(_Section):
     The writer flushes when ``flush_interval_s`` seconds have passed or ``flush_rows`` rows are
     buffered, whichever comes first. A tick older than its instrument's previous one is stored
     with its ``out_of_order`` flag (``out_of_order = "flag"``) or quarantined (``"quarantine"``).
+    With ``archive_dir`` set (a path or fsspec URL), the running graph exports to Parquet every
+    ``export_interval_s`` seconds (daily by default) and then keeps ``hot_days`` days in DuckDB,
+    deleting older days only once their export is verified.
     """
 
     SECTION: ClassVar[str] = "storage"
@@ -253,10 +256,15 @@ class StorageConfig(_Section):
     flush_interval_s: float = 1.0
     flush_rows: int = 10_000
     out_of_order: str = "flag"
+    archive_dir: str = ""
+    export_interval_s: float = 86_400.0
+    hot_days: int = 7
 
     def _validate(self) -> None:
         self._require_non_empty("db_path")
-        self._require_positive("flush_interval_s", "flush_rows")
+        self._require_positive("flush_interval_s", "flush_rows", "export_interval_s")
+        if self.hot_days < 0:
+            self._fail("hot_days", f"must be 0 or more days, got {self.hot_days!r}")
         if self.out_of_order not in ("flag", "quarantine"):
             self._fail("out_of_order", f'must be "flag" or "quarantine", got {self.out_of_order!r}')
 

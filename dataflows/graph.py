@@ -31,6 +31,7 @@ import numpy as np
 from streamz import Stream
 
 from dataflows.adapters import AdapterSet
+from dataflows.archiving import ScheduledExport
 from dataflows.logs import log_event
 from dataflows.clock import Clock
 from dataflows.ledger import Ledger
@@ -103,7 +104,7 @@ class Graph:
 
 def build_graph(
     *, clock: Clock, writer: DuckDBWriter, oracle: MedianOracle, silence_limit_s: float = 10.0,
-    out_of_order: str = "flag",
+    out_of_order: str = "flag", archive: ScheduledExport | None = None,
 ) -> Graph:
     now = clock.now
     ledger = Ledger()
@@ -168,6 +169,7 @@ def build_graph(
         oracle_prices.map(lambda prices: writer.append_oracle_prices(prices, now())),
         gaps.map(lambda g: writer.append_gaps(g, now())),
         ticks.map(writer.maybe_flush),
+        *([ticks.map(archive.on_tick, stream_name="scheduled export")] if archive else []),
         stream_name="commits",
     ).filter(lambda c: isinstance(c, Commit))
 

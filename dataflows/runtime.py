@@ -16,6 +16,7 @@ import contextlib
 import logging
 
 from dataflows.adapters.deribit import DeribitError
+from dataflows.archiving import ScheduledExport
 from dataflows.clock import Clock, WallClock
 from dataflows.config import Config, ConfigError, load_config
 from dataflows.feeds import DERIBIT_REFRESH_S, DeribitChain, build_sources
@@ -80,12 +81,19 @@ class Pipeline:
         if simulated:
             self.urls.update(await self._start_simulator(simulated))
 
+        writer = DuckDBWriter(
+            cfg.storage.db_path, capacity_rows=cfg.storage.flush_rows,
+            flush_interval_s=cfg.storage.flush_interval_s,
+        )
+        archive = None
+        if cfg.storage.archive_dir:
+            archive = ScheduledExport(
+                writer, cfg.storage.archive_dir, cfg.storage.export_interval_s, cfg.storage.hot_days
+            )
         self.graph = build_graph(
             clock=self.clock,
-            writer=DuckDBWriter(
-                cfg.storage.db_path, capacity_rows=cfg.storage.flush_rows,
-                flush_interval_s=cfg.storage.flush_interval_s,
-            ),
+            writer=writer,
+            archive=archive,
             oracle=MedianOracle(
                 MedianOracleConfig(
                     min_sources=cfg.oracle.min_sources, stale_after_s=cfg.oracle.stale_after_s,

@@ -12,7 +12,8 @@ names a real column -- no placeholder value that a Hive reader would turn into a
 Values are percent-encoded (``urllib.parse.quote``) when they hold anything but letters, digits
 and ``-_.~``. Each file holds every column of its table, the partition columns included, so a
 file is complete on its own; the directory names are for pruning. Times stay ``TIMESTAMPTZ`` in
-UTC (Arrow ``timestamp[us, tz=UTC]``) whatever the connection's session time zone.
+UTC (Arrow ``timestamp[us, tz=UTC]``) whatever the connection's session time zone. Only the
+tables of ``ARCHIVE_TABLES`` are archived (not counters such as ``ingest_stats``).
 
 Decisions (see also each function's docstring):
 
@@ -767,7 +768,7 @@ def restore_archive(
                         "the database (or restore into an empty one) and restore again."
                     ) from e
             finally:
-                con.unregister(_VIEW)
+                _unregister(con)
             inserted[part.table] += n_in
             already += entry.rows - n_in
         con.execute("COMMIT")
@@ -960,7 +961,7 @@ def _verify_db_partition(con, fs, root, manifest: Manifest, part, n_db, columns)
             params,
         ).fetchall()[0][0]
     finally:
-        con.unregister(_VIEW)
+        _unregister(con)
     if differ:
         return f"{differ} database rows are not in the archived file; export that day again"
     return None
@@ -988,9 +989,15 @@ def _rollback(con) -> None:
         con.execute("ROLLBACK")
     except duckdb.Error:
         pass
+    _unregister(con)
+
+
+def _unregister(con) -> None:
+    """Drop the registered partition view. In an aborted transaction this fails (until the
+    rollback) and must not hide the error that aborted it."""
     try:
         con.unregister(_VIEW)
-    except Exception:
+    except duckdb.Error:
         pass
 
 

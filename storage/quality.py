@@ -22,8 +22,7 @@ scatter, e.g. Kraken book snapshot levels carry the time each level last changed
 - **gaps**: gap rows by the day they started; ``gaps`` counts all of them, ``gap_seconds`` is the
   total length of the closed ones (end − start), ``open_gaps`` counts those still open (no end, so
   no length), ``gap_missing`` sums the sequence numbers skipped, where known (-1 = unknown is
-  left out).
-  Connection-level gaps carry the instrument the gap row names.
+  left out). A gap is listed under the instrument its row names ("" for a connection).
 - **quarantine** by (day, exchange, reason): messages and their raw bytes; ``duplicates_refused``
   counts quarantined messages whose reason contains "duplicate trade" (one row per refused message,
   AC-004 "no duplicate trade_ids").
@@ -84,16 +83,15 @@ class QualityReport:
 
     day: dt.date | None
     #: day, exchange, instrument, ticks, one column per tick table, out_of_order,
-    #: flagged_out_of_order, gaps,
-    #: gap_seconds, open_gaps, gap_missing, id_trades, expected_trades, completeness
+    #: flagged_out_of_order, gaps, gap_seconds, open_gaps, gap_missing, id_trades,
+    #: expected_trades, completeness
     per_instrument: pd.DataFrame
     #: day, exchange, reason, messages, raw_bytes
     quarantine_by_reason: pd.DataFrame
     #: day, exchange: instruments, ticks, per-table rows, out_of_order, flagged_out_of_order,
-    #: gaps, gap_seconds,
-    #: open_gaps, gap_missing, quarantined, duplicates_refused, id_trades, expected_trades,
-    #: completeness, tick_bytes, bytes_per_tick, stored_bytes, bytes_source, messages, raw_bytes,
-    #: compression_ratio, size_reduction
+    #: gaps, gap_seconds, open_gaps, gap_missing, quarantined, duplicates_refused,
+    #: quarantine_raw_bytes, id_trades, expected_trades, completeness, tick_bytes, bytes_per_tick,
+    #: stored_bytes, bytes_source, messages, raw_bytes, compression_ratio, size_reduction
     summary: pd.DataFrame
     #: source (parquet | duckdb), table: rows, bytes, bytes_per_row
     storage: pd.DataFrame
@@ -364,7 +362,8 @@ def _storage(con, counts: pd.DataFrame, day) -> tuple[pd.DataFrame, pd.DataFrame
     bpr = _hot_bytes_per_row(con)
     archive = _archive_bytes(con)
     src, size = [], []
-    for t, e, p, n in counts[["table", "exchange", "part_day", "rows"]].itertuples(index=False, name=None):
+    keyed = counts[["table", "exchange", "part_day", "rows"]]
+    for t, e, p, n in keyed.itertuples(index=False, name=None):
         a = archive.get((t, p, e))
         if a is not None and a[0] > 0:
             src.append("parquet")
@@ -404,7 +403,8 @@ def _raw(con, cols, day, values, raw_bytes: Mapping | None) -> pd.DataFrame:
     if not found:
         return _empty("day", "exchange", "messages", "raw_bytes")
     return pd.DataFrame(
-        [{"day": d, "exchange": e, "messages": m, "raw_bytes": b} for (d, e), (m, b) in found.items()],
+        [{"day": d, "exchange": e, "messages": m, "raw_bytes": b}
+         for (d, e), (m, b) in found.items()],
         columns=["day", "exchange", "messages", "raw_bytes"],
     )
 
@@ -450,7 +450,9 @@ def _summary(per_instrument, q_totals, parts, raw) -> pd.DataFrame:
         tick_bytes=("bytes", lambda s: s.sum(min_count=1)),
         bytes_source=("source", lambda s: s.iloc[0] if s.nunique() == 1 else "mixed"),
     )
-    sb = parts.groupby(keys, as_index=False).agg(stored_bytes=("bytes", lambda s: s.sum(min_count=1)))
+    sb = parts.groupby(keys, as_index=False).agg(
+        stored_bytes=("bytes", lambda s: s.sum(min_count=1))
+    )
     out = base
     for other in (q_totals, tb, sb, raw):
         out = out.merge(other, on=keys, how="outer")
@@ -503,8 +505,10 @@ def _display(df: pd.DataFrame, spec: dict[str, tuple[str, str]]) -> pd.DataFrame
     """The columns of ``spec`` (source -> (title, kind)) as text, titled for the terminal."""
     out = pd.DataFrame(index=df.index)
     for col, (title, kind) in spec.items():
-        if kind in ("int", "str"):
+        if kind == "int":
             out[title] = df[col]
+        elif kind == "str":
+            out[title] = ["-" if v is None or pd.isna(v) else str(v) for v in df[col]]
         else:
             out[title] = [_fmt(v, kind) for v in df[col]]
     return out
@@ -554,8 +558,11 @@ def format_quality(report: QualityReport, max_instruments: int = 50) -> str:
             ["gaps", "out_of_order", "_missing", "ticks"], ascending=False, kind="stable"
         )
         shown = ranked.head(max_instruments)
-        title = f"Per instrument ({len(shown)} of {len(pi)}; gaps, out-of-order and missing trades first)"
-        lines += [title, ""]
+        lines += [
+            f"Per instrument ({len(shown)} of {len(pi)}; gaps, out-of-order and missing trades "
+            "first)",
+            "",
+        ]
         lines.append(format_result(_display(shown, {
             "day": ("day", "str"), "exchange": ("exchange", "str"),
             "instrument": ("instrument", "str"), "ticks": ("ticks", "int"),

@@ -39,8 +39,9 @@ and cannot change under the connection.
 **Columns.** The views have exactly the hot table's columns (or the schema's, when there is no hot
 table), in its order and types. The Hive keys ``table`` and ``date`` never appear; ``exchange``
 (``asset``) comes from the partition path, where it equals the table's own column (the archive's
-files hold it too; files written by ``COPY ... PARTITION_BY``, which drop it, work as well). A column missing from old
-archive files reads as NULL; archive columns the table does not have are dropped.
+files hold it too; files written by ``COPY ... PARTITION_BY``, which drop it, work as well). A
+column missing from old archive files (``out_of_order``, say) reads as NULL; archive columns the
+table does not have are dropped.
 
 **Where the archive can live.** A local directory (or ``file://`` URL) always works. Other URLs are
 read through fsspec (registered with ``con.register_filesystem``) when fsspec has an
@@ -49,8 +50,8 @@ otherwise DuckDB tries its own ``httpfs`` extension, which these machines cannot
 ``open_surface`` raises ``HedgeflowError`` saying so. A remote archive is read remotely by every
 query; mirror it to a local directory for heavy use.
 
-``run_query(con, sql)`` runs one read-only statement (SELECT, and forms that are SELECTs: FROM-first,
-SHOW, DESCRIBE, SUMMARIZE; EXPLAIN of those) and returns a DataFrame; anything else (INSERT, COPY,
+``run_query(con, sql)`` runs one read-only statement (SELECT, and the forms that are SELECTs:
+FROM-first, SHOW, DESCRIBE, SUMMARIZE; EXPLAIN of those) and returns a DataFrame; anything else (INSERT, COPY,
 CREATE, ATTACH, SET, several statements) is refused, and DuckDB's errors become ``HedgeflowError``
 with DuckDB's message and a hint. ``format_result`` renders a result as a text table, CSV or JSON.
 
@@ -87,10 +88,10 @@ HOT = "hot"
 #: The schema (in the surface's in-memory catalog) holding the surface's own metadata.
 META_SCHEMA = "hedgeflow"
 
-#: The column whose UTC date is a row's day, and the column of the archive's second partition level,
-#: per table: the archive's own (``storage.archive.ARCHIVE_TABLES``), so hot rows and archive
-#: partitions are matched exactly as the export cut them. The quality report counts rows under the
-#: same days.
+#: Per table, the column whose UTC date is a row's archive day, and the column of the archive's
+#: second partition level: the archive's own (``storage.archive.ARCHIVE_TABLES``), so hot rows and
+#: archive partitions are matched exactly as the export cut them. (The quality report counts rows
+#: under the day they were received instead: ``storage.quality.REPORT_DAY_COLUMNS``.)
 DAY_COLUMNS: dict[str, str] = {t.name: t.time_column for t in ARCHIVE_TABLES.values()}
 KEY_COLUMNS: dict[str, str] = {t.name: t.key_column for t in ARCHIVE_TABLES.values()}
 
@@ -125,7 +126,8 @@ def _sql_list(items: Iterable[str]) -> str:
 
 
 def day_sql(column: str, data_type: str) -> str:
-    """SQL for the UTC date of ``column`` (of DuckDB type ``data_type``), whatever the session zone."""
+    """SQL for the UTC date of ``column`` (of DuckDB type ``data_type``), whatever the session's
+    time zone."""
     t = data_type.upper()
     if t == "DATE":
         return _ident(column)
@@ -137,8 +139,8 @@ def day_sql(column: str, data_type: str) -> str:
 
 
 def day_column(table: str, columns: list[tuple[str, str]]) -> tuple[str, str] | None:
-    """The (name, type) of ``table``'s day column: ``DAY_COLUMNS`` for hedgeflow tables; for others a
-    ``day``/``date`` column, else the first of receive_ts/ts/event_ts/start_ts, else the first
+    """The (name, type) of ``table``'s day column: ``DAY_COLUMNS`` for hedgeflow tables; for
+    others a ``day``/``date`` column, else the first of receive_ts/ts/event_ts/start_ts, else the first
     TIMESTAMPTZ column; None when there is none."""
     types = dict(columns)
     for name in (DAY_COLUMNS.get(table), "day", "date", "receive_ts", "ts", "event_ts", "start_ts"):
@@ -210,7 +212,7 @@ def _archive_root(con: duckdb.DuckDBPyConnection, archive: str | os.PathLike) ->
 
 
 def _partition_keys(path: str) -> list[tuple[str, str]]:
-    """The ``key=value`` directory levels of ``path`` from its ``table=`` level on, values decoded."""
+    """The ``key=value`` directory levels of ``path`` from its ``table=`` level on, decoded."""
     segments = path.replace("\\", "/").split("/")[:-1]
     starts = [i for i, seg in enumerate(segments) if seg.startswith("table=")]
     keys = []
@@ -226,7 +228,8 @@ def list_archive(con: duckdb.DuckDBPyConnection, archive: str | os.PathLike) -> 
     root = _archive_root(con, archive)
     pattern = root + "/table=*/**/*.parquet"
     try:
-        paths = [r[0] for r in con.execute("SELECT file FROM glob(?) ORDER BY file", [pattern]).fetchall()]
+        listed = con.execute("SELECT file FROM glob(?) ORDER BY file", [pattern]).fetchall()
+        paths = [r[0] for r in listed]
     except duckdb.Error as e:
         raise HedgeflowError(
             f"cannot list the archive {archive}: {e}. DuckDB reads local paths; other URLs need an "
@@ -361,8 +364,7 @@ def _archive_select(
     if columns is None:
         columns = [(c, t) for c, t in have.items() if c not in _HIVE_ONLY_KEYS]
     parts = [
-        f"CAST({_ident(c)} AS {t}) AS {_ident(c)}" if c in have else f"CAST(NULL AS {t}) AS {_ident(c)}"
-        for c, t in columns
+        f"CAST({_ident(c) if c in have else 'NULL'} AS {t}) AS {_ident(c)}" for c, t in columns
     ]
     return f"SELECT {', '.join(parts)} FROM {src}", columns
 
@@ -467,8 +469,9 @@ def _statement_kind(con: duckdb.DuckDBPyConnection, sql: str) -> str:
 def run_query(con: duckdb.DuckDBPyConnection, sql: str) -> pd.DataFrame:
     """The result of the user's own read-only SQL; any error is a ``HedgeflowError``."""
     if not sql or not sql.strip():
-        raise HedgeflowError("the query is empty. Give SQL such as \"SELECT count(*) FROM trades\"; "
-                             + QUERY_HINT)
+        raise HedgeflowError(
+            'the query is empty. Give SQL such as "SELECT count(*) FROM trades"; ' + QUERY_HINT
+        )
     try:
         kind = _statement_kind(con, sql)
         if kind == "EXPLAIN":

@@ -73,7 +73,7 @@ def test_to_dict_is_plain_nested_mapping():
     assert list(d) == ["storage", "simulator", "feeds", "oracle", "dashboard", "logging"]
     assert d["storage"] == {
         "db_path": "data/hedgeflow.duckdb", "flush_interval_s": 1.0, "flush_rows": 10_000,
-        "out_of_order": "flag",
+        "out_of_order": "flag", "archive_dir": "", "export_interval_s": 86_400.0, "hot_days": 7,
     }
     assert d["simulator"]["symbols"] == ["BTCUSDT", "ETHUSDT"]
     d["simulator"]["symbols"].append("XRPUSDT")  # a copy: the config is unchanged

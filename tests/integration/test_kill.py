@@ -1,5 +1,6 @@
-"""SIGKILL during heavy writes, several times on one database file: the file opens every time and
-every row a commit reported as stored is there."""
+"""SIGKILL during heavy writes and scheduled exports, several times on one database file: the file
+opens every time, every row a commit reported as stored is there, and no partial Parquet file is
+ever visible in the archive."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import REPO_ROOT
@@ -22,7 +24,7 @@ pytestmark = pytest.mark.integration
 TABLES = ("trades", "quotes", "option_tickers", "book_updates", "funding", "index_prices")
 
 
-def _env() -> dict[str, str]:
+def _env(archive: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEDGEFLOW_")}
     env.update(
         PYTHONPATH=str(REPO_ROOT),
@@ -31,6 +33,9 @@ def _env() -> dict[str, str]:
         HEDGEFLOW_SIMULATOR__TRADE_RATE_HZ="50",
         HEDGEFLOW_SIMULATOR__OPTION_RATE_HZ="1000",
         HEDGEFLOW_STORAGE__FLUSH_INTERVAL_S="0.2",
+        # The scheduled export runs twice a second, so kills land in the middle of exports too.
+        HEDGEFLOW_STORAGE__ARCHIVE_DIR=str(archive),
+        HEDGEFLOW_STORAGE__EXPORT_INTERVAL_S="0.5",
     )
     return env
 
@@ -51,7 +56,8 @@ def _run_and_kill(db: Path, run_s: float) -> dict[str, int]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "dataflows.cli", "run", "--no-dashboard", "--db", str(db),
          "--log-format", "json", "--log-level", "DEBUG"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env(), cwd=db.parent,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env(db.parent / "archive"),
+        cwd=db.parent,
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
@@ -95,3 +101,9 @@ def test_sigkill_during_heavy_writes_loses_no_committed_row(tmp_path):
             assert stored[table] >= stored_before[table] + committed[table], (attempt, table)
         assert duplicates == 0
         stored_before = stored
+        # Every Parquet file a reader can see is whole: partial writes live under hidden names.
+        visible = [p for p in (tmp_path / "archive").rglob("*.parquet")
+                   if not any(part.startswith(".") for part in p.parts)]
+        assert visible, "the scheduled export never ran"
+        for path in visible:
+            pq.read_table(path)

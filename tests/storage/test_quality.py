@@ -115,11 +115,13 @@ def make_db(path: Path, rows: dict[str, list[dict]], ingest: list[tuple] = ()) -
         for table, items in rows.items():
             df = pd.DataFrame(items)  # noqa: F841 - read by DuckDB's replacement scan
             con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM df")
-        if ingest:
-            con.execute(
-                "CREATE TABLE ingest_stats (exchange VARCHAR, day DATE, messages BIGINT, raw_bytes BIGINT)"
-            )
-            con.executemany("INSERT INTO ingest_stats VALUES (?, ?, ?, ?)", list(ingest))
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS ingest_stats "
+            "(exchange VARCHAR, day DATE, messages BIGINT, raw_bytes BIGINT)"
+        )
+        for item in ingest:
+            con.execute("INSERT INTO ingest_stats BY NAME SELECT ? AS exchange, ? AS day, "
+                        "? AS messages, ? AS raw_bytes", list(item))
         con.execute("CHECKPOINT")
     finally:
         con.close()
@@ -220,6 +222,7 @@ def test_day_filter_and_raw_bytes_mapping(tiny):
 def test_bytes_per_tick_from_the_archive(tmp_path):
     src = make_db(tmp_path / "src.duckdb", {"trades": TINY["trades"][:4]})  # binance: 3 on D, 1 on D2
     archive = tmp_path / "archive"
+    archive.mkdir()
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"ATTACH '{src}' AS src (READ_ONLY)")
@@ -264,6 +267,7 @@ def test_report_on_replayed_recordings(replayed):
             for t in ("trades", "quotes", "book_updates", "option_tickers", "funding")
         }
         exchanges = {e for (e,) in con.execute("SELECT DISTINCT exchange FROM trades").fetchall()}
+        ingest_messages = con.execute("SELECT sum(messages) FROM ingest_stats").fetchone()[0]
     finally:
         con.close()
     assert set(r.summary["exchange"]) == exchanges == {"binance", "coinbase", "deribit", "kraken"}
@@ -272,7 +276,11 @@ def test_report_on_replayed_recordings(replayed):
         assert int(r.summary[t].sum()) == n
     coinbase = r.summary[r.summary["exchange"] == "coinbase"]
     assert (coinbase["completeness"] > 0.9).all()
-    assert (r.summary["bytes_per_tick"] > 0).all()
+    with_ticks = r.summary[r.summary["ticks"] > 0]
+    assert (with_ticks["bytes_per_tick"] > 0).all()
+    # The replay records the raw bytes it read (ingest_stats): every day with ticks has a ratio.
+    assert (with_ticks["raw_bytes"] > 0).all() and (with_ticks["compression_ratio"] > 0).all()
+    assert int(r.summary["messages"].sum()) == ingest_messages
     text = format_quality(r, max_instruments=10)
     for needle in ("Per day and exchange", "Quarantined messages by reason", "Storage",
                    "Per instrument (10 of", "binance", "coinbase", "deribit", "kraken"):

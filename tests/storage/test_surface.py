@@ -200,14 +200,14 @@ def test_oracle_prices_partitioned_by_asset(tmp_path):
 
 def test_real_export_then_pruned_hot(replayed, tmp_path):
     """The archive written by storage.archive, with one exchange's days pruned from the hot copy."""
-    from storage.archive import export_archive
+    from storage.archive import ARCHIVE_TABLES, export_archive
 
     archive = tmp_path / "archive"
     src = duckdb.connect(str(replayed), read_only=True)
     try:
         src.execute("SET TimeZone = 'UTC'")
         export_archive(src, archive, exported_at=0.0)
-        expected = {t: count(src, f"SELECT count(*) FROM {t}") for t in TABLES}
+        expected = {t: count(src, f"SELECT count(*) FROM {t}") for t in ARCHIVE_TABLES}
     finally:
         src.close()
     pruned = tmp_path / "pruned.duckdb"
@@ -221,7 +221,7 @@ def test_real_export_then_pruned_hot(replayed, tmp_path):
     for db in (replayed, pruned, None):
         surface = open_surface(db, archive)
         try:
-            got = {t: count(surface, f"SELECT count(*) FROM {t}") for t in TABLES}
+            got = {t: count(surface, f"SELECT count(*) FROM {t}") for t in ARCHIVE_TABLES}
             assert got == expected, db
         finally:
             surface.close()
