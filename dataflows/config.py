@@ -44,6 +44,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from models.errors import HedgeflowError
+
 __all__ = [
     "Config",
     "ConfigError",
@@ -71,14 +73,6 @@ LOG_FORMATS = ("text", "json")
 
 #: The exchanges hedgeflow has adapters for, in the order feeds are started.
 KNOWN_EXCHANGES = ("binance", "coinbase", "kraken", "deribit", "bybit")
-
-
-class HedgeflowError(Exception):
-    """Base of the errors a user can fix (bad configuration, missing file, ...).
-
-    The command line prints these as one message without a traceback; any other exception is a
-    bug and keeps its traceback.
-    """
 
 
 class ConfigError(HedgeflowError, ValueError):

@@ -75,7 +75,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from dataflows.config import HedgeflowError
+from models.errors import HedgeflowError
 from storage.schema import create_schema
 
 MANIFEST_NAME = "manifest.json"

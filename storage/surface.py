@@ -79,7 +79,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from dataflows.config import HedgeflowError
+from models.errors import HedgeflowError
 from storage.archive import ARCHIVE_TABLES
 from storage.schema import TABLES, create_schema
 
