@@ -69,6 +69,7 @@ SERVER = textwrap.dedent(
 )
 
 LEVELS = 10
+FLUSHES: list[float] = []  # seconds per writer flush (a write error would raise and end the run)
 
 
 def parse_ceiling(messages: list[str]) -> float:
@@ -118,6 +119,19 @@ async def run(duration_s: float, rate: float) -> None:
                 pending.clear()
 
             graph.commits.sink(on_commit)
+
+            # Write latency: the duration of each flush (one DuckDB transaction).
+            flush_s: list[float] = []
+            plain_flush = graph.writer.flush
+
+            def timed_flush(*args, **kwargs):
+                t = time.perf_counter()
+                try:
+                    return plain_flush(*args, **kwargs)
+                finally:
+                    flush_s.append(time.perf_counter() - t)
+
+            graph.writer.flush = timed_flush
             source.stopped = False
             task = asyncio.create_task(source.run())
 
@@ -141,6 +155,7 @@ async def run(duration_s: float, rate: float) -> None:
                 except asyncio.CancelledError:
                     pass
             graph.close()
+            FLUSHES.extend(flush_s)
             snap = graph.ledger.snapshot()["total"]
             ticks = snap["trades"] + snap["quotes"] + snap["book_updates"]
             lat = np.concatenate(latencies) if latencies else np.array([np.nan])
@@ -158,6 +173,10 @@ async def run(duration_s: float, rate: float) -> None:
           f"   ratio {rate_ticks / ceiling:5.3f}")
     print(f"receive → committed latency: p50 {np.nanpercentile(lat, 50) * 1e3:,.0f} ms, "
           f"p99 {np.nanpercentile(lat, 99) * 1e3:,.0f} ms, max {np.nanmax(lat) * 1e3:,.0f} ms")
+    w = np.array(FLUSHES)
+    print(f"write latency (one flush, one transaction): {len(w)} flushes, p50 "
+          f"{np.percentile(w, 50) * 1e3:,.1f} ms, p95 {np.percentile(w, 95) * 1e3:,.1f} ms, "
+          f"max {w.max() * 1e3:,.1f} ms; write errors 0")
 
 
 if __name__ == "__main__":

@@ -186,3 +186,45 @@ def test_run_with_a_taken_dashboard_port_says_how_to_fix_it(tmp_path):
         )
     assert proc.returncode == 2
     assert "--port" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------- export, restore, query, quality
+
+
+def test_export_restore_query_and_quality_round_trip(recorded_dir, tmp_path, capsys):
+    db, restored, archive = tmp_path / "a.duckdb", tmp_path / "b.duckdb", tmp_path / "archive"
+    assert cli.main(["replay", str(recorded_dir), "--db", str(db)]) == 0
+    capsys.readouterr()
+
+    assert cli.main(["export", "--db", str(db), "--out", str(archive)]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["written"] > 0 and first["refused"] == []
+    assert cli.main(["export", "--db", str(db), "--out", str(archive)]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert (second["written"], second["unchanged"]) == (0, first["written"])  # a second export changes nothing
+
+    assert cli.main(["restore", "--from", str(archive), "--db", str(restored)]) == 0
+    capsys.readouterr()
+    con = duckdb.connect(str(restored), read_only=True)
+    con.execute(f"ATTACH '{db}' AS original (READ_ONLY)")
+    for table in ("trades", "quotes", "option_tickers"):
+        for a, b in ((table, f"original.{table}"), (f"original.{table}", table)):
+            assert con.execute(f"SELECT count(*) FROM (FROM {a} EXCEPT ALL FROM {b})").fetchone()[0] == 0
+    con.close()
+
+    assert cli.main(["query", "SELECT count(*) AS n FROM trades", "--archive", str(archive),
+                     "--format", "csv", "--db", str(restored)]) == 0
+    assert capsys.readouterr().out.strip().splitlines() == ["n", "60"]
+    assert cli.main(["quality", "--db", str(db)]) == 0
+    report = capsys.readouterr().out
+    assert "hedgeflow data quality" in report and "coinbase" in report
+
+
+def test_query_mistakes_exit_2_with_what_to_do(tmp_path, capsys):
+    assert cli.main(["query", "SELECT 1", "--db", str(tmp_path / "none.duckdb")]) == 2
+    assert "database not found" in capsys.readouterr().err
+    assert cli.main(["export", "--db", str(tmp_path / "none.duckdb"), "--out", str(tmp_path / "a")]) == 2
+    assert "database not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["export", "--db", "x", "--out", "y", "--from", "yesterday"])
+    assert "YYYY-MM-DD" in capsys.readouterr().err
