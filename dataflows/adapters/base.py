@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import orjson
+
 from models.records import DATA_BATCHES, Gap, NormalizedBatch, QuarantineRecord
 
 
@@ -133,6 +135,17 @@ class BatchBuilder:
 
 
 # -------------------------------------------------------------------- field readers
+
+
+def json_object(raw: str) -> dict:
+    """The JSON object a message holds, or Malformed saying why it is not one."""
+    try:
+        msg = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Malformed(f"invalid JSON: {exc}") from None
+    if not isinstance(msg, dict):
+        raise Malformed(f"expected a JSON object, got {type(msg).__name__}")
+    return msg
 
 
 def field(data: dict, key: str, kind: str) -> Any:

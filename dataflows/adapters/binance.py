@@ -25,6 +25,7 @@ from __future__ import annotations
 import orjson
 
 from dataflows.adapters.base import (
+    json_object,
     BatchBuilder,
     Malformed,
     field,
@@ -84,12 +85,7 @@ class BinanceAdapter:
         b = BatchBuilder(batch.exchange or EXCHANGE)
         for receive_ts, raw in zip(batch.receive_ts.tolist(), batch.messages):
             with b.message(receive_ts, raw):
-                try:
-                    msg = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    raise Malformed(f"invalid JSON: {exc}") from None
-                if not isinstance(msg, dict):
-                    raise Malformed(f"expected a JSON object, got {type(msg).__name__}")
+                msg = json_object(raw)
                 channel, data = _channel(msg)
                 if channel == "control":
                     b.control()

@@ -94,6 +94,7 @@ from collections.abc import Sequence
 import orjson
 
 from dataflows.adapters.base import (
+    json_object,
     BatchBuilder,
     FeedProtocol,
     Malformed,
@@ -187,12 +188,7 @@ class BybitAdapter:
         b = BatchBuilder(batch.exchange or EXCHANGE)
         for receive_ts, raw in zip(batch.receive_ts.tolist(), batch.messages):
             with b.message(receive_ts, raw):
-                try:
-                    msg = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    raise Malformed(f"invalid JSON: {exc}") from None
-                if not isinstance(msg, dict):
-                    raise Malformed(f"expected a JSON object, got {type(msg).__name__}")
+                msg = json_object(raw)
                 if "topic" not in msg:
                     if msg.get("op") in _CONTROL_OPS or (
                         isinstance(msg.get("success"), bool) and "ret_msg" in msg

@@ -97,6 +97,7 @@ from typing import Any
 import orjson
 
 from dataflows.adapters.base import (
+    json_object,
     BatchBuilder,
     FeedProtocol,
     Malformed,
@@ -188,12 +189,7 @@ class CoinbaseAdapter:
         b = BatchBuilder(batch.exchange or EXCHANGE)
         for receive_ts, raw in zip(batch.receive_ts.tolist(), batch.messages):
             with b.message(receive_ts, raw):
-                try:
-                    msg = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    raise Malformed(f"invalid JSON: {exc}") from None
-                if not isinstance(msg, dict):
-                    raise Malformed(f"expected a JSON object, got {type(msg).__name__}")
+                msg = json_object(raw)
                 if "channel" in msg:
                     self._advanced(b, msg, receive_ts)
                 elif "type" in msg:

@@ -88,6 +88,7 @@ from typing import Any
 import orjson
 
 from dataflows.adapters.base import (
+    json_object,
     BatchBuilder,
     FeedProtocol,
     Malformed,
@@ -408,12 +409,7 @@ class DeribitAdapter:
         return b.build()
 
     def _message(self, b: BatchBuilder, raw: str) -> None:
-        try:
-            msg = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise Malformed(f"invalid JSON: {exc}") from None
-        if not isinstance(msg, dict):
-            raise Malformed(f"expected a JSON object, got {type(msg).__name__}")
+        msg = json_object(raw)
         method = msg.get("method")
         if method == "subscription":
             params = msg.get("params")
