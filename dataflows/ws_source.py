@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 # A closing handshake with a peer that is busy sending can take its full timeout: keep shutdown short.
 CLOSE_TIMEOUT_S = 1.0
+# A connection that lasted this long resets the backoff.
+STABLE_CONNECTION_S = 5.0
 
 
 class WebsocketSource(streamz.Source):
@@ -94,7 +96,7 @@ class WebsocketSource(streamz.Source):
                     self.url, max_size=2**24, open_timeout=10, close_timeout=CLOSE_TIMEOUT_S
                 ) as ws:
                     self.connects += 1
-                    failures = 0
+                    opened_at = asyncio.get_running_loop().time()
                     self.connected.set()
                     log_event(log, logging.INFO, "connected", exchange=self.exchange, url=self.url)
                     self._event("connected", self.url)
@@ -104,6 +106,10 @@ class WebsocketSource(streamz.Source):
                     if self.stopped:
                         break
                     reason = "silent" if self._silent else "closed by peer"
+                    # Only a connection that held counts as a recovery: a peer that accepts and
+                    # drops at once must still meet a growing backoff, not a reconnect storm.
+                    if asyncio.get_running_loop().time() - opened_at >= STABLE_CONNECTION_S:
+                        failures = 0
             except (OSError, WebSocketException, asyncio.TimeoutError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             self.connected.clear()

@@ -153,3 +153,24 @@ def test_a_busy_connection_with_single_message_batches_is_not_called_silent():
     source = asyncio.run(scenario())
     assert source.received > 100
     assert source.disconnects == 0
+
+
+def test_a_peer_that_drops_at_once_meets_a_growing_backoff():
+    from websockets.asyncio.server import serve
+
+    async def scenario():
+        async def hang_up(ws):
+            await ws.close()
+
+        async with serve(hang_up, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            source = WebsocketSource(
+                f"ws://127.0.0.1:{port}/", "binance",
+                reconnect_initial_s=0.01, reconnect_max_s=0.05, max_reconnects=3,
+            )
+            source.stopped = False
+            await asyncio.wait_for(source.run(), 10)  # gives up: the failures were never reset
+            return source
+
+    source = asyncio.run(scenario())
+    assert source.connects == 4 and source.disconnects == 4
