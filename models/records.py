@@ -171,6 +171,8 @@ class OraclePrice:
 
     ``confidence_usd`` is a Pyth-style half-width in USD: the true price is believed to lie in
     ``price_usd ± confidence_usd``. ``status`` is "ok" only when the price is fit to publish.
+    ``sources`` are the sources the price was made from; ``rejected`` the sources left out, each as
+    ``"<exchange:instrument>: <reason>"`` (stale, decimal error, jump, divergence, outlier).
     """
 
     asset: str
@@ -181,6 +183,7 @@ class OraclePrice:
     status: str
     reason: str = ""
     sources: tuple[str, ...] = ()
+    rejected: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
