@@ -117,7 +117,7 @@ def oracle_page(view: OracleView, refresh_ms: int = 500) -> pn.viewable.Viewable
     # Period as an int of milliseconds: Panel reads "100ms" as 100 minutes (DESIGN, pitfalls).
     pn.state.add_periodic_callback(refresh, period=int(refresh_ms))
     return pn.Column(
-        pn.pane.Markdown("# hedgeflow · oracle\nMedian of every fresh source's mid, per asset."),
+        pn.pane.Markdown("# hedgeflow · oracle\nRobust consensus of every fresh spot source, per asset, with its confidence band."),
         cards,
         sizing_mode="stretch_width",
     )

@@ -181,14 +181,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     cfg = _config(args, {})
     from dataflows.replay import replay_to_db
-    from models.oracle import MedianOracleConfig
 
     counts = replay_to_db(
         args.captures, args.db,
-        oracle_config=MedianOracleConfig(
-            min_sources=cfg.oracle.min_sources, stale_after_s=cfg.oracle.stale_after_s,
-            interval_s=cfg.oracle.interval_s, usd_quotes=tuple(cfg.oracle.usd_quotes),
-        ),
+        oracle_config=cfg.oracle.model_config(),
         flush_rows=cfg.storage.flush_rows, flush_interval_s=cfg.storage.flush_interval_s,
         out_of_order=cfg.storage.out_of_order,
     )

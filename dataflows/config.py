@@ -374,27 +374,43 @@ class FeedsConfig(_Section):
 
 @dataclass(frozen=True)
 class OracleConfig(_Section):
-    """``[oracle]``: price aggregation.
+    """``[oracle]``: price aggregation (models/oracle.py has every knob and its meaning).
 
-    A price is published every ``interval_s`` seconds from at least ``min_sources`` sources, each
-    quoted within the last ``stale_after_s`` seconds; with fewer the oracle reports itself stale
-    (fail closed) rather than publishing. Quotes in ``usd_quotes`` currencies count as USD (drop
-    "USDT" to keep Tether pairs out of a USD price).
+    A price is published every ``interval_s`` seconds from at least ``min_sources`` fresh sources
+    (quoted within ``stale_after_s``); with fewer the status is "degraded" (fail closed). Sources
+    are ``exchange:instrument`` quotes in ``usd_quotes`` currencies, minus the ``exclude`` glob
+    patterns (perpetuals and futures by default: their price carries a basis). A source further
+    than ``divergence_bps`` from the others is kept out and raises an alert; an arbitrage alert
+    fires when one venue's bid beats another's ask by more than ``fee_bps`` a side plus
+    ``arbitrage_threshold_bps``.
     """
 
     SECTION: ClassVar[str] = "oracle"
 
-    min_sources: int = 1
+    min_sources: int = 3
     stale_after_s: float = 10.0
     interval_s: float = 1.0
     usd_quotes: list[str] = field(default_factory=lambda: ["USD", "USDT", "USDC"])
+    exclude: list[str] = field(
+        default_factory=lambda: ["deribit:*-PERPETUAL", "deribit:*-*[0-9][A-Z][A-Z][A-Z][0-9][0-9]", "bybit:*"]
+    )
+    divergence_bps: float = 200.0
+    fee_bps: float = 10.0
+    arbitrage_threshold_bps: float = 10.0
 
     def _validate(self) -> None:
         if self.min_sources < 1:
             self._fail("min_sources", f"must be >= 1, got {self.min_sources!r}")
         if not self.usd_quotes:
             self._fail("usd_quotes", 'must name at least one currency, e.g. ["USD"]')
-        self._require_positive("stale_after_s", "interval_s")
+        self._require_positive("stale_after_s", "interval_s", "divergence_bps")
+        self._require_non_negative("fee_bps", "arbitrage_threshold_bps")
+
+    def model_config(self):
+        """The oracle model's own config (models.oracle.RobustOracleConfig) from this section."""
+        from models.oracle import RobustOracleConfig
+
+        return RobustOracleConfig.from_mapping(dataclasses.asdict(self))
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ raw batches ─► normalize (per-exchange adapters) ─► validate ─┬─�
                                                               │   book updates, funding,    ├─► DuckDB writer ─► commits ─► ledger
                                                               │   index prices ─────────────┤
                                                               ├─► quotes ─┬─────────────────┤
-                                                              │           └─► median oracle ┤
+                                                              │           └─► robust oracle ┤ (+ alerts)
                                                               └─► sequence gaps ─┐          │
 connection health ─► connection gaps ────────────────────────────────────────────┼─► gaps ─┤
 clock ticks ─► oracle timer, silent-instrument check, time-based flush ───────────┘         │
@@ -68,6 +68,7 @@ class Graph:
     data: dict[str, Stream]
     quarantine: Stream
     oracle_prices: Stream
+    oracle_alerts: Stream
     gaps: Stream
     commits: Stream
     adapters: AdapterSet
@@ -145,6 +146,9 @@ def build_graph(
         stream_name="oracle prices",
     ).filter(len)
 
+    # The oracle raises alerts (a diverging venue, a decimal bug, a jump) while it prices.
+    oracle_alerts = oracle_prices.map(lambda _: oracle.take_alerts(), stream_name="oracle alerts").filter(len)
+
     def silence_on_data(batch):
         return silence.on_data(batch.exchange, batch.instrument, batch.asset, batch.event_ts)
 
@@ -167,6 +171,7 @@ def build_graph(
             for table in DATA_BATCHES
         ),
         oracle_prices.map(lambda prices: writer.append_oracle_prices(prices, now())),
+        oracle_alerts.map(lambda alerts: writer.append_alerts(alerts, now())),
         gaps.map(lambda g: writer.append_gaps(g, now())),
         ticks.map(writer.maybe_flush),
         *([ticks.map(archive.on_tick, stream_name="scheduled export")] if archive else []),
@@ -180,7 +185,8 @@ def build_graph(
 
     return Graph(
         raw=raw, health=health, ticks=ticks, normalized=normalized, validated=validated,
-        data=data, quarantine=quarantine, oracle_prices=oracle_prices, gaps=gaps,
+        data=data, quarantine=quarantine, oracle_prices=oracle_prices, oracle_alerts=oracle_alerts,
+        gaps=gaps,
         commits=commits, adapters=adapters, ledger=ledger, oracle=oracle, writer=writer,
         clock=clock, connection_gaps=connection_gaps, silence=silence,
     )

@@ -25,7 +25,7 @@ from dataflows.logs import log_event
 from dataflows.sim import MultiExchangeSimulator, SimConfig
 from dataflows.views import ConnectionView, OracleView
 from dataflows.ws_source import WebsocketSource
-from models.oracle import MedianOracle, MedianOracleConfig
+from models.oracle import MedianOracle
 from storage.writer import DuckDBWriter
 
 log = logging.getLogger(__name__)
@@ -95,10 +95,7 @@ class Pipeline:
             writer=writer,
             archive=archive,
             oracle=MedianOracle(
-                MedianOracleConfig(
-                    min_sources=cfg.oracle.min_sources, stale_after_s=cfg.oracle.stale_after_s,
-                    interval_s=cfg.oracle.interval_s, usd_quotes=tuple(cfg.oracle.usd_quotes),
-                )
+                cfg.oracle.model_config()
             ),
             silence_limit_s=feeds.silence_gap_s,
             out_of_order=cfg.storage.out_of_order,

@@ -201,6 +201,14 @@ class RobustOracleConfig:
         if any(not (math.isfinite(v) and v >= 0) for _, v in self.venue_fees_bps):
             raise ValueError("venue_fees_bps must be >= 0")
 
+    @classmethod
+    def from_mapping(cls, values) -> RobustOracleConfig:
+        """The config from a mapping (a parsed ``[oracle]`` section, ``dataclasses.asdict`` of
+        one): keys that are fields are used, others ignored; lists become tuples and a
+        ``venue_fees_bps`` table becomes pairs."""
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in dict(values).items() if k in names})
+
     @property
     def source_filter(self) -> SourceFilter:
         return SourceFilter(self.include, self.exclude)
@@ -315,9 +323,9 @@ def aggregate(
     ``mid_usd``, ``half_spread_usd`` and ``reliability`` (default 1) are per source. The history
     arguments let it recognise jumps: ``prev_mid_usd`` each source's mid at the previous
     evaluation (NaN: none), ``prev_used`` whether it was used then, ``prev_reference_usd`` the
-    reference (median of the fresh mids) then and ``dt_s`` the time since; ``var_rate`` the EWMA variance of consensus log returns per
-    second (default: from ``vol_initial_annual``); ``anchor_usd`` the last "ok" price, the
-    decimal-check reference when there are fewer than 3 sources.
+    reference (median of the fresh mids) then and ``dt_s`` the time since; ``var_rate`` the EWMA
+    variance of consensus log returns per second (default: from ``vol_initial_annual``);
+    ``anchor_usd`` the last "ok" price, the decimal-check reference with fewer than 3 sources.
     """
     cfg = config
     mid = np.asarray(mid_usd, dtype=np.float64)
@@ -414,8 +422,12 @@ def aggregate(
     else:
         used = ~rejected
     weights = np.zeros(n)
-    half_bps = half / mid * 1e4
-    weights[used] = rel[used] / (half_bps[used] + cfg.spread_floor_bps)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        half_bps = half / mid * 1e4
+        weights[used] = rel[used] / (half_bps[used] + cfg.spread_floor_bps)
+    weights[~np.isfinite(weights)] = 0.0
+    if used.any() and not weights[used].sum() > 0:  # absurd spreads everywhere: equal weights
+        weights[used] = 1.0
     n_used = int(used.sum())
     if n_used == 0:
         return Aggregate(math.nan, math.nan, "halted", f"all {n} fresh sources rejected", used,
@@ -627,7 +639,7 @@ class RobustOracle:
         elif mode == "replace":
             seen = current.alert_keys
             self._alerts.extend(a for a in alerts if (a.kind, a.subject) not in seen)
-            hist[1] = _replace_keys(state, seen | state.alert_keys)
+            hist[1] = replace(state, alert_keys=seen | state.alert_keys)
         return result
 
     def _evaluate(self, asset, now, names, ts, bid, ask, base):
@@ -736,9 +748,8 @@ class RobustOracle:
             (base.anchor, base.anchor_ts) if base else (math.nan, -math.inf))
         state = _AssetState(
             ts=now, price=price, reference=agg.reference_usd, status=status, var_rate=var_new,
-            anchor=anchor_px,
-            anchor_ts=anchor_ts, stats=stats, venues=tuple(venues), arbitrage=tuple(arbs),
-            alert_keys=frozenset((a.kind, a.subject) for a in alerts),
+            anchor=anchor_px, anchor_ts=anchor_ts, stats=stats, venues=tuple(venues),
+            arbitrage=tuple(arbs), alert_keys=frozenset((a.kind, a.subject) for a in alerts),
         )
         used_names = tuple(s for s in names if verdict[s][0] == "used")
         rejected = tuple(f"{s}: {verdict[s][2]}" for s in names if verdict[s][0] != "used")
@@ -786,9 +797,6 @@ class RobustOracle:
             ))
         return out
 
-
-def _replace_keys(state: _AssetState, keys: frozenset) -> _AssetState:
-    return replace(state, alert_keys=keys)
 
 
 # The foundation's name: the graph, the runtime and replay build ``MedianOracle``; it is the

@@ -122,7 +122,16 @@ TABLES: dict[str, str] = {
             n_sources   INTEGER NOT NULL,
             status      VARCHAR NOT NULL,
             reason      VARCHAR NOT NULL,
-            sources     VARCHAR[] NOT NULL
+            sources     VARCHAR[] NOT NULL,
+            rejected    VARCHAR[] NOT NULL DEFAULT []  -- "source: reason" for each left out
+        )""",
+    "alerts": """
+        CREATE TABLE IF NOT EXISTS alerts (
+            ts        TIMESTAMPTZ NOT NULL,
+            kind      VARCHAR NOT NULL,
+            severity  VARCHAR NOT NULL,
+            message   VARCHAR NOT NULL,
+            subject   VARCHAR NOT NULL
         )""",
     "ingest_stats": """
         CREATE TABLE IF NOT EXISTS ingest_stats (

@@ -123,6 +123,19 @@ def oracle_table(prices: list[OraclePrice]) -> pa.Table:
             "status": pa.array([p.status for p in prices], pa.string()),
             "reason": pa.array([p.reason for p in prices], pa.string()),
             "sources": pa.array([list(p.sources) for p in prices], pa.list_(pa.string())),
+            "rejected": pa.array([list(p.rejected) for p in prices], pa.list_(pa.string())),
+        }
+    )
+
+
+def alerts_table(alerts) -> pa.Table:
+    return pa.table(
+        {
+            "ts": _ts_array([a.ts for a in alerts]),
+            "kind": pa.array([a.kind for a in alerts], pa.string()),
+            "severity": pa.array([a.severity for a in alerts], pa.string()),
+            "message": pa.array([a.message for a in alerts], pa.string()),
+            "subject": pa.array([a.subject for a in alerts], pa.string()),
         }
     )
 
@@ -207,6 +220,10 @@ class DuckDBWriter:
         return self._append(
             "quarantine", quarantine_table(records), [r.exchange for r in records], now
         )
+
+    def append_alerts(self, alerts, now: float) -> Commit | None:
+        alerts = list(alerts)
+        return self._append("alerts", alerts_table(alerts), [""] * len(alerts), now)
 
     def append_oracle_prices(self, prices, now: float) -> Commit | None:
         prices = list(prices)

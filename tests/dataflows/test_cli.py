@@ -89,7 +89,7 @@ def test_config_prints_json(capsys):
     cfg = json.loads(capsys.readouterr().out)
     assert {"storage", "oracle", "feeds", "simulator", "dashboard", "logging"} <= set(cfg)
     assert cfg["storage"]["flush_rows"] == 10_000
-    assert cfg["oracle"]["min_sources"] == 1
+    assert cfg["oracle"]["min_sources"] == 3
 
 
 def test_config_reads_environment(monkeypatch, capsys):

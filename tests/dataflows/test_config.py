@@ -44,7 +44,7 @@ def test_defaults_without_file_or_environment():
     assert (cfg.feeds.reconnect_initial_s, cfg.feeds.reconnect_max_s) == (0.5, 30.0)
     assert cfg.feeds.silence_timeout_s == 15.0
     assert (cfg.feeds.batch_max_messages, cfg.feeds.batch_max_latency_s) == (1000, 0.05)
-    assert (cfg.oracle.min_sources, cfg.oracle.stale_after_s, cfg.oracle.interval_s) == (1, 10.0, 1.0)
+    assert (cfg.oracle.min_sources, cfg.oracle.stale_after_s, cfg.oracle.interval_s) == (3, 10.0, 1.0)
     assert (cfg.dashboard.enabled, cfg.dashboard.host, cfg.dashboard.port) == (True, "127.0.0.1", 5006)
     assert cfg.dashboard.refresh_ms == 500
     assert (cfg.logging.format, cfg.logging.level) == ("text", "INFO")

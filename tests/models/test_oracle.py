@@ -1,4 +1,5 @@
-"""Tests of models.oracle: median aggregation and the per-asset median oracle."""
+"""Tests of models.oracle: the median building block, the oracle's interface (kept from the
+foundation's median oracle), the robust aggregation, and property tests."""
 
 from __future__ import annotations
 
@@ -9,7 +10,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.oracle import MedianOracle, MedianOracleConfig, median_aggregate
+from models.oracle import (
+    DEFAULT_EXCLUDE,
+    MedianOracle,
+    MedianOracleConfig,
+    RobustOracle,
+    RobustOracleConfig,
+    aggregate,
+    arbitrage_edges_bps,
+    median_aggregate,
+    pyth_confidence,
+    weighted_quantile,
+)
+from models.oracle_sources import SourceFilter
 from tests.conftest import make_quotes
 
 
@@ -228,17 +241,6 @@ def test_usd_quotes_decide_which_pairs_count_as_usd():
 
 # =============================================================================== robust oracle
 
-from models.oracle import (  # noqa: E402
-    DEFAULT_EXCLUDE,
-    RobustOracle,
-    RobustOracleConfig,
-    aggregate,
-    arbitrage_edges_bps,
-    pyth_confidence,
-    weighted_quantile,
-)
-from models.oracle_sources import SourceFilter  # noqa: E402
-
 
 # ------------------------------------------------------------------------------------ config
 
@@ -257,6 +259,15 @@ def test_config_coerces_lists_and_fee_mappings_and_stays_hashable():
     assert cfg.venue_fees_bps == (("binance", 7.5),)
     assert (cfg.fee_for("binance"), cfg.fee_for("kraken")) == (7.5, 10.0)
     hash(cfg)
+
+
+def test_config_from_a_mapping_ignores_other_keys():
+    cfg = RobustOracleConfig.from_mapping({
+        "min_sources": 2, "usd_quotes": ["USD", "USDC"], "exclude": ["bybit:*"],
+        "venue_fees_bps": {"kraken": 16.0}, "max_confidence_bps": 150, "not_a_knob": 1,
+    })
+    assert (cfg.min_sources, cfg.usd_quotes, cfg.exclude) == (2, ("USD", "USDC"), ("bybit:*",))
+    assert cfg.venue_fees_bps == (("kraken", 16.0),) and cfg.max_confidence_bps == 150
 
 
 @pytest.mark.parametrize("kw", [
