@@ -72,6 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "dashboard.host": args.host,
             "dashboard.enabled": False if args.no_dashboard else None,
             "simulator.faults": args.faults,
+            "feeds.record_dir": args.record,
         },
     )
     counts = asyncio.run(_run(cfg, args.duration))
@@ -313,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, help="dashboard port (default 5006)")
     run.add_argument("--host", help="dashboard address (default 127.0.0.1)")
     run.add_argument("--no-dashboard", action="store_true", help="run without the Panel server")
+    run.add_argument("--record", metavar="DIR",
+                     help="also write every message received to DIR, for hedgeflow replay")
     run.add_argument("--faults", metavar="SPEC", help="faults for the embedded simulator: " + FAULTS_HELP)
     run.set_defaults(func=cmd_run)
 

@@ -316,7 +316,9 @@ class FeedsConfig(_Section):
     (e.g. ``wss://stream.binance.com:9443``); empty means the embedded simulator's. Deribit options
     are discovered for ``deribit_currencies`` and spread over connections of at most
     ``deribit_max_channels`` channels (plan 003). A BTC or ETH instrument quiet for
-    ``silence_gap_s`` seconds gets a row in ``gaps``. Reconnects back off exponentially
+    ``silence_gap_s`` seconds gets a row in ``gaps``. With ``record_dir`` set, every message is
+    also written there as received, in the capture format ``hedgeflow replay`` reads. Reconnects
+    back off exponentially
     from ``reconnect_initial_s`` to ``reconnect_max_s``; a connection silent for
     ``silence_timeout_s`` is dropped and recorded as a gap. Raw messages are handed to the graph
     in batches of at most ``batch_max_messages``, held at most ``batch_max_latency_s``.
@@ -335,6 +337,7 @@ class FeedsConfig(_Section):
     deribit_currencies: list[str] = field(default_factory=lambda: ["BTC", "ETH"])
     deribit_max_channels: int = 500
     silence_gap_s: float = 10.0
+    record_dir: str = ""
     reconnect_initial_s: float = 0.5
     reconnect_max_s: float = 30.0
     silence_timeout_s: float = 15.0

@@ -22,6 +22,7 @@ from dataflows.config import Config, ConfigError, load_config
 from dataflows.feeds import DERIBIT_REFRESH_S, DeribitChain, build_sources
 from dataflows.graph import Graph, build_graph
 from dataflows.logs import log_event
+from dataflows.recorder import CaptureRecorder
 from dataflows.sim import MultiExchangeSimulator, SimConfig
 from dataflows.views import ConnectionView, OracleView
 from dataflows.ws_source import WebsocketSource
@@ -45,6 +46,7 @@ class Pipeline:
         self.oracle_view = OracleView()
         self.connection_view = ConnectionView()
         self.urls: dict[str, str] = {}
+        self.recorder: CaptureRecorder | None = None
         self._source_tasks: list[asyncio.Task] = []
         self._tasks: list[asyncio.Task] = []
         self.started = asyncio.Event()
@@ -101,6 +103,9 @@ class Pipeline:
             out_of_order=cfg.storage.out_of_order,
         )
         self.graph.oracle_prices.sink(self.oracle_view.on_prices)
+        if feeds.record_dir:
+            self.recorder = CaptureRecorder(feeds.record_dir, self.clock.now())
+            self.graph.raw.sink(self.recorder.on_raw)
         self.graph.health.sink(self.connection_view.on_event)
 
         sources, self.deribit = build_sources(cfg, self.urls, self.graph.adapters, self.clock)
@@ -162,6 +167,8 @@ class Pipeline:
         if self.simulator is not None:
             await self.simulator.stop()
         counts = {}
+        if self.recorder is not None:
+            self.recorder.close()
         if self.graph is not None:
             self.graph.close()
             counts = self.graph.ledger.snapshot()

@@ -472,32 +472,46 @@ class ChainPublisher:
 
     # ------------------------------------------------------------------ graph inputs
     def on_prices(self, prices: Iterable[OraclePrice]) -> None:
-        """Sink of the graph's ``oracle_prices`` stream (a list of prices per emit)."""
+        """Sink of the graph's ``oracle_prices`` stream (a list of prices per emit).
+
+        Never raises into the graph: an unexpected error is logged and counted (``errors``), and
+        nothing is sent that was not recorded first."""
         with self._lock:
-            for p in prices:
-                if p.asset not in self.assets:
-                    self.stats.counts["skipped_asset"] += 1
-                    continue
-                self._latest[p.asset] = p
-                if self._should_publish(p, None):
-                    self._enqueue_price(p)
-            self._drain()
+            try:
+                for p in prices:
+                    if p.asset not in self.assets:
+                        self.stats.counts["skipped_asset"] += 1
+                        continue
+                    self._latest[p.asset] = p
+                    if self._should_publish(p, None):
+                        self._enqueue_price(p)
+                self._drain()
+            except Exception as exc:  # noqa: BLE001 - the graph must keep running
+                self._error("on_prices", exc)
 
     def on_tick(self, now: float) -> None:
-        """Sink of the clock ticks: pause file, heartbeat, receipts, stuck txs, retries, events."""
+        """Sink of the clock ticks: pause file, heartbeat, receipts, stuck txs, retries, events.
+        Never raises into the graph (see :meth:`on_prices`)."""
         with self._lock:
-            self._watch_pause_file()
-            limit = self.settings.max_age_s / 2
-            for p in list(self._latest.values()):
-                if now - p.ts <= limit and self._should_publish(p, now):
-                    self._enqueue_price(p)
-            self._follow()
-            self._drain()
+            try:
+                self._watch_pause_file()
+                limit = self.settings.max_age_s / 2
+                for p in list(self._latest.values()):
+                    if now - p.ts <= limit and self._should_publish(p, now):
+                        self._enqueue_price(p)
+                self._follow()
+                self._drain()
+            except Exception as exc:  # noqa: BLE001 - the graph must keep running
+                self._error("on_tick", exc)
             if self.timer() - self._last_sync >= self.settings.event_sync_s:
                 try:
                     self.sync_events()
                 except Exception as exc:  # noqa: BLE001 - the node may be briefly away
                     log_event(log, logging.WARNING, "chain event sync failed", error=_short(exc))
+
+    def _error(self, where: str, exc: BaseException) -> None:
+        self.stats.counts["errors"] += 1
+        log_event(log, logging.ERROR, "chain publisher error", where=where, error=_short(exc))
 
     # ------------------------------------------------------------------ pause
     def pause(self, reason: str = "operator") -> None:
@@ -732,7 +746,13 @@ class ChainPublisher:
         self._defer(tx, sent_at=self.wall(), attempts=tx.attempts)
         self._inflight.setdefault(tx.nonce, []).append(tx)
         self.stats.counts["sent"] += 1
-        if not self._check_nonce(tx.nonce) and tx.deferred:
+        try:
+            mined = self._check_nonce(tx.nonce)
+        except Exception as exc:  # noqa: BLE001 - sent; its receipt is read on a later tick
+            log_event(log, logging.WARNING, "chain receipt check failed", tx=tx.tx_hash,
+                      error=_short(exc))
+            mined = False
+        if not mined and tx.deferred:
             self._set(tx)  # in flight: its row says so now
 
     def _on_send_error(self, tx: _Tx, exc: BaseException) -> str:

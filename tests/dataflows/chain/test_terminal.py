@@ -579,3 +579,73 @@ def test_key_from_environment_never_logged_nor_stored(compiled, tmp_path, caplog
     blob = "\n".join(texts).lower()
     assert secret.lower() not in blob
     assert key.address.lower() in blob  # the address is public, and shown
+
+
+# ----------------------------------------------------------------------------- graph wiring
+
+def test_graph_wiring_shares_the_writers_database(compiled, tmp_path):
+    """The wiring the runtime adds: the publisher on the writer's database (a cursor of its
+    connection), fed by ``oracle_prices`` and the clock ticks; closed before the writer."""
+    from dataflows.clock import SimulatedClock
+    from dataflows.graph import build_graph
+    from storage.writer import DuckDBWriter
+
+    class StubOracle:  # the graph's oracle is not under test here: every method returns []
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: []
+
+    backend = ChainBackend.embedded(ChainSettings())
+    t0 = backend.chain.now() - 30
+    clock = SimulatedClock(t0)
+    writer = DuckDBWriter(tmp_path / "g.duckdb")
+    graph = build_graph(clock=clock, writer=writer, oracle=StubOracle())
+    pub = ChainPublisher(backend, ChainStore(writer.con.cursor()), ChainSettings())
+    pub.start()
+    graph.oracle_prices.sink(pub.on_prices)
+    graph.ticks.sink(pub.on_tick)
+    graph.oracle_prices.emit([px("BTC", t0, 60_000.0), px("ETH", t0, 3_000.0, status="degraded")])
+    clock.advance_to(t0 + 1)
+    graph.tick()
+    pub.close()
+    graph.close()
+    con = duckdb.connect(str(tmp_path / "g.duckdb"))
+    assert con.execute("SELECT asset, status FROM chain_submissions").fetchall() == [("BTC", "confirmed")]
+    assert con.execute("SELECT count(*) FROM oracle_prices").fetchone()[0] == 2
+    assert con.execute("SELECT count(*) FROM chain_events WHERE event = 'PriceUpdated'").fetchone()[0] == 1
+
+
+def test_confirmations_wait_for_depth(backend, make, settings, timer):
+    import dataclasses
+
+    pub = make(s=dataclasses.replace(settings, confirmations=3))
+    t0 = backend.chain.now() - 30
+    pub.on_prices([px("BTC", t0, 60_000.0)])
+    row = pub.store.submissions()[0]
+    assert row["status"] == "pending" and row["block_number"] is not None
+    backend.chain.mine(2)
+    timer.advance(settings.receipt_poll_s)
+    pub.on_tick(t0 + 1)
+    assert pub.store.submissions()[0]["status"] == "confirmed"
+
+
+def test_receipts_are_followed_on_ticks_and_errors_never_reach_the_graph(backend, make, timer,
+                                                                          monkeypatch, settings):
+    pub = make()
+    real = backend.w3.eth.get_transaction_receipt
+    monkeypatch.setattr(backend.w3.eth, "get_transaction_receipt",
+                        lambda h: (_ for _ in ()).throw(ConnectionError("node went away")))
+    t0 = backend.chain.now() - 30
+    pub.on_prices([px("BTC", t0, 60_000.0)])  # sent; its receipt cannot be read now
+    row = pub.store.submissions()[0]
+    assert row["status"] == "pending" and row["sent_at"] is not None
+    timer.advance(settings.receipt_poll_s)
+    pub.on_tick(t0 + 1)  # still failing: logged, not raised
+    monkeypatch.setattr(pub.store, "insert_submission",
+                        lambda row: (_ for _ in ()).throw(duckdb.IOException("disk full")))
+    n = tx_count(backend)
+    pub.on_prices([px("ETH", t0 + 1, 3_000.0)])  # cannot record it: not sent, not raised
+    assert tx_count(backend) == n and pub.stats["errors"] == 1
+    monkeypatch.setattr(backend.w3.eth, "get_transaction_receipt", real)
+    timer.advance(settings.receipt_poll_s)
+    pub.on_tick(t0 + 2)
+    assert [r["status"] for r in pub.store.submissions()] == ["confirmed"]
