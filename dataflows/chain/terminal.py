@@ -371,6 +371,7 @@ class _Tx:
     warned: bool = False
     note: str = ""                 # kept as the reason of a confirmed row (e.g. re-broadcast)
     replaces: str | None = None    # id of the row this transaction replaces
+    replace_tries: int = 0         # replacements attempted for this nonce (on the group's first)
     persisted: bool = False        # its row exists
     deferred: dict[str, Any] = field(default_factory=dict)  # column updates for the next write
 
@@ -730,8 +731,13 @@ class ChainPublisher:
             except Exception as exc:  # noqa: BLE001 - fees/build failed: the node is unreachable
                 self._defer(tx, attempts=tx.attempts)
                 return self._retry_or_fail(tx, exc)
+            try:
+                self._set(tx, status="pending", **self._row(tx))  # persisted before it is sent
+            except Exception:
+                if tx.asset:  # not recorded, so not sent: as if it had never been decided
+                    self._restore_baseline(tx.asset)
+                raise
             self._nonce = tx.nonce + 1
-            self._set(tx, status="pending", **self._row(tx))  # persisted before it is sent
         else:
             self._defer(tx, attempts=tx.attempts)
         try:
@@ -945,20 +951,25 @@ class ChainPublisher:
                           error=_short(exc))
 
     def _replace(self, group: list[_Tx]) -> None:
-        current = group[-1]
-        if len(group) > self.settings.max_attempts:
+        """Send a replacement for the newest transaction of a stuck nonce. ``group`` holds only
+        transactions that reached the node; a refused replacement is recorded ``failed`` and the
+        stuck period starts again."""
+        current, first = group[-1], group[0]
+        if first.replace_tries >= self.settings.max_attempts:
             if not current.warned:
                 log_event(log, logging.ERROR, "chain transaction stuck, replacements exhausted",
-                          tx=current.tx_hash, nonce=current.nonce, replacements=len(group) - 1)
+                          tx=current.tx_hash, nonce=current.nonce, replacements=first.replace_tries)
                 current.warned = True
             return
+        first.replace_tries += 1
         fresh = self.backend.signer.fees()
         bump = self.settings.fee_bump
         tip = max(math.ceil(current.tip * bump), fresh["maxPriorityFeePerGas"])
         max_fee = max(math.ceil(current.max_fee * bump), fresh["maxFeePerGas"], tip)
         new = dataclasses.replace(current, id=uuid.uuid4().hex, tx_hash=None, raw=None,
                                   sent_at=None, not_before=0.0, mined_block=None, note="",
-                                  replaces=current.id, persisted=False, deferred={}, warned=False)
+                                  replaces=current.id, persisted=False, deferred={}, warned=False,
+                                  replace_tries=0)
         self._sign(new, current.nonce, {"maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip})
         new.attempts = current.attempts + 1
         waited = self.timer() - current.sent_at
@@ -979,7 +990,6 @@ class ChainPublisher:
             else:
                 self._set(new, status="failed", reason=f"replacement not accepted: {_short(exc)}")
                 current.sent_at = self.timer()  # wait another stuck period before trying again
-                group.append(new)  # counts towards the limit; never mined
                 return
         new.sent_at = self.timer()
         self._set(new, sent_at=self.wall())

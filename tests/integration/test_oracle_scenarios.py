@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 RUN_S = 6.0
 
 
-def _record_and_replay(tmp_path, faults: str, capsys) -> duckdb.DuckDBPyConnection:
+def _record_and_replay(tmp_path, faults: str, capsys, **overrides) -> duckdb.DuckDBPyConnection:
     record = tmp_path / "capture"
     cfg = load_config(
         env={},
@@ -35,6 +35,7 @@ def _record_and_replay(tmp_path, faults: str, capsys) -> duckdb.DuckDBPyConnecti
             "feeds.exchanges": ["binance", "coinbase", "kraken"],
             "feeds.record_dir": str(record),
             "dashboard.enabled": False,
+            **overrides,
         },
     )
 
@@ -47,7 +48,12 @@ def _record_and_replay(tmp_path, faults: str, capsys) -> duckdb.DuckDBPyConnecti
     live = asyncio.run(run())
     assert live["total"]["pending"] == 0
     db = tmp_path / "replayed.duckdb"
-    assert cli.main(["replay", str(record), "--db", str(db)]) == 0
+    env_overrides = {f"HEDGEFLOW_{k.split('.')[0].upper()}__{k.split('.')[1].upper()}": str(v)
+                     for k, v in overrides.items()}
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env_overrides.items():
+            mp.setenv(name, value)  # the replay prices with the same oracle settings
+        assert cli.main(["replay", str(record), "--db", str(db)]) == 0
     replayed = json.loads(capsys.readouterr().out)
     # The recording holds every message the live run read, and replays to the same verdicts.
     assert replayed["total"]["messages"] == live["total"]["messages"]
@@ -109,3 +115,18 @@ def test_a_genuine_crash_on_every_venue_is_followed(tmp_path, capsys):
     for price, status, reason, rejected in _last_prices(con, "BTC", n=2):
         assert (status, rejected) == ("ok", [])  # followed, not filtered
         assert 0.90 < price / first < 0.94
+
+
+def test_a_stale_venue_leaves_the_price_degraded(tmp_path, capsys):
+    con = _record_and_replay(tmp_path, "stale=kraken@1s", capsys, **{"oracle.stale_after_s": 2.0})
+    for price, status, reason, rejected in _last_prices(con, "BTC", n=2):
+        assert (status, reason) == ("degraded", "2 of 3 required sources")
+        assert abs(price / _spot_mid(con, "binance", "BTC") - 1) < 0.01
+
+
+def test_every_venue_stale_halts_the_price(tmp_path, capsys):
+    stale = ",".join(f"stale={v}@1s" for v in ("binance", "coinbase", "kraken"))
+    con = _record_and_replay(tmp_path, stale, capsys, **{"oracle.stale_after_s": 2.0})
+    # Heartbeats go on (Coinbase, Kraken), so the clock moves while no price arrives.
+    (price, status, reason, _), = _last_prices(con, "BTC", n=1)
+    assert (price, status, reason) == (None, "halted", "no fresh sources")

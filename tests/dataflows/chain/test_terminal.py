@@ -649,3 +649,7 @@ def test_receipts_are_followed_on_ticks_and_errors_never_reach_the_graph(backend
     timer.advance(settings.receipt_poll_s)
     pub.on_tick(t0 + 2)
     assert [r["status"] for r in pub.store.submissions()] == ["confirmed"]
+    monkeypatch.undo()
+    pub.on_prices([px("ETH", t0 + 3, 3_000.0)])  # the unrecorded decision left no trace
+    assert [r["status"] for r in pub.store.submissions()] == ["confirmed", "confirmed"]
+    assert pub.store.submissions()[-1]["nonce"] == n
