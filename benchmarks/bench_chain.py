@@ -25,18 +25,18 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataflows.chain import asset_id, to_micro  # noqa: E402
-from dataflows.chain.compile import compile_all  # noqa: E402
-from dataflows.chain.embedded import EmbeddedChain, LocalSigner  # noqa: E402
-from dataflows.chain.keys import ephemeral_key  # noqa: E402
-from dataflows.chain.terminal import (  # noqa: E402
+from dataflows.chain import asset_id, to_micro
+from dataflows.chain.compile import compile_all
+from dataflows.chain.embedded import EmbeddedChain, LocalSigner
+from dataflows.chain.keys import ephemeral_key
+from dataflows.chain.terminal import (
     ChainBackend,
     ChainPublisher,
     ChainSettings,
     deploy_oracle,
 )
-from models.records import OraclePrice  # noqa: E402
-from storage.chain import ChainStore  # noqa: E402
+from models.records import OraclePrice
+from storage.chain import ChainStore
 
 SETTINGS = ChainSettings(deviation_threshold=1e-9, event_sync_s=1e9)
 

@@ -7,6 +7,7 @@
     hedgeflow restore --from DIR --db PATH                 tables rebuilt from the archive
     hedgeflow query "SQL" [--db PATH] [--archive DIR]      SQL over hot and archived data
     hedgeflow quality [--day DATE]                         the data quality report
+    hedgeflow pause [--on-chain] | resume                  emergency stop of oracle publishing
     hedgeflow config                                       the effective configuration
 
 Configuration comes from ``--config FILE`` (or ``$HEDGEFLOW_CONFIG``, or ``./hedgeflow.toml`` when
@@ -289,6 +290,28 @@ def cmd_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pause(args: argparse.Namespace) -> int:
+    """Emergency pause: the running publisher stops at its next tick (and pauses the Oracle
+    contract with --on-chain). The pause file is the channel: only someone who may write the
+    data folder can pause or resume."""
+    path = Path(_config(args, {}).chain.pause_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("on-chain\n" if args.on_chain else "off-chain\n", encoding="utf-8")
+    where = "off-chain and on-chain" if args.on_chain else "off-chain"
+    print(f"hedgeflow: publishing paused {where} ({path}); `hedgeflow resume` lifts it")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    path = Path(_config(args, {}).chain.pause_file)
+    if not path.exists():
+        print(f"hedgeflow: publishing was not paused ({path} does not exist)")
+        return 0
+    path.unlink()
+    print(f"hedgeflow: publishing resumes ({path} removed)")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     print(json.dumps(_config(args, {}).to_dict(), indent=2, sort_keys=True))
     return 0
@@ -359,6 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--archive", metavar="DIR", help="Parquet archive to include")
     quality.add_argument("--day", type=_date, metavar="DATE", help="one UTC day (YYYY-MM-DD)")
     quality.set_defaults(func=cmd_quality)
+
+    pause = sub.add_parser("pause", parents=[common], help="emergency pause of oracle publishing")
+    pause.add_argument("--on-chain", action="store_true", help="also pause the Oracle contract")
+    pause.set_defaults(func=cmd_pause)
+    resume = sub.add_parser("resume", parents=[common], help="lift the emergency pause")
+    resume.set_defaults(func=cmd_resume)
 
     config = sub.add_parser("config", parents=[common], help="print the effective configuration")
     config.set_defaults(func=cmd_config)

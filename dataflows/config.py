@@ -47,6 +47,7 @@ from typing import Any, ClassVar
 from models.errors import HedgeflowError
 
 __all__ = [
+    "ChainConfig",
     "Config",
     "ConfigError",
     "DashboardConfig",
@@ -64,7 +65,9 @@ __all__ = [
 ENV_PREFIX = "HEDGEFLOW_"
 
 # Read by the command line directly (database path, config file path), not settings of a section.
-_ENV_IGNORED = frozenset({"HEDGEFLOW_DB", "HEDGEFLOW_CONFIG"})
+_ENV_IGNORED = frozenset(
+    {"HEDGEFLOW_DB", "HEDGEFLOW_CONFIG", "HEDGEFLOW_CHAIN_KEY", "HEDGEFLOW_CHAIN_KEY_PASSWORD"}
+)
 
 _TRUE_WORDS = frozenset({"true", "1", "yes"})
 _FALSE_WORDS = frozenset({"false", "0", "no"})
@@ -456,6 +459,67 @@ class LoggingConfig(_Section):
 
 
 @dataclass(frozen=True)
+class ChainConfig(_Section):
+    """``[chain]``: the chain terminal. ``backend`` "embedded" (in-process EVM, Oracle deployed at
+    start) or "rpc" (``rpc_url``; the Oracle at ``oracle_address``, or deployed if ``deploy_oracle``).
+    Key: HEDGEFLOW_CHAIN_KEY (hex) or ``keystore_path`` + HEDGEFLOW_CHAIN_KEY_PASSWORD; the embedded
+    chain makes an ephemeral one. Push when moved > ``deviation_threshold`` or ``heartbeat_s``
+    passed, status ok only. While ``pause_file`` exists publishing is paused (on chain too if the
+    file's text contains "chain"): ``hedgeflow pause [--on-chain]`` / ``hedgeflow resume``."""
+
+    SECTION: ClassVar[str] = "chain"
+
+    enabled: bool = True
+    backend: str = "embedded"
+    rpc_url: str = ""
+    oracle_address: str = ""
+    deploy_oracle: bool = False
+    keystore_path: str = ""
+    assets: list[str] = field(default_factory=lambda: ["BTC", "ETH"])
+    deviation_threshold: float = 0.005
+    heartbeat_s: float = 3600.0
+    gas_limit: int = 300_000
+    confirmations: int = 1
+    stuck_after_s: float = 120.0
+    fee_bump: float = 1.25
+    max_attempts: int = 5
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0
+    revert_backoff_s: float = 60.0
+    receipt_poll_s: float = 1.0
+    queue_size: int = 64
+    max_sends_per_call: int = 4
+    event_sync_s: float = 5.0
+    event_sync_blocks: int = 2000
+    events_from_block: int = 0
+    rpc_timeout_s: float = 10.0
+    pause_file: str = "data/chain.pause"
+    min_price_usd: float = 1.0
+    max_price_usd: float = 10_000_000.0
+    max_age_s: int = 600
+    max_future_s: int = 60
+    max_deviation_bps: int = 2000
+    min_sources: int = 1
+
+    def _validate(self) -> None:
+        if self.backend not in ("embedded", "rpc"):
+            self._fail("backend", f'must be "embedded" or "rpc", got {self.backend!r}')
+        if self.backend == "rpc" and not self.rpc_url.startswith(("http://", "https://")):
+            self._fail("rpc_url", f"must be an http(s):// URL when chain.backend is rpc, got {self.rpc_url!r}", "backend")
+        if not self.assets or any(not a.strip() for a in self.assets):
+            self._fail("assets", f'must name assets, e.g. ["BTC"], got {self.assets!r}')
+        self._require_positive("deviation_threshold", "heartbeat_s", "stuck_after_s", "backoff_initial_s",
+                               "backoff_max_s", "receipt_poll_s", "event_sync_s", "rpc_timeout_s",
+                               "min_price_usd", "gas_limit", "confirmations", "max_attempts", "queue_size",
+                               "max_sends_per_call", "event_sync_blocks", "max_age_s", "max_deviation_bps")
+        self._require_non_negative("revert_backoff_s", "events_from_block", "max_future_s", "min_sources")
+        if self.fee_bump < 1.1:
+            self._fail("fee_bump", f"must be >= 1.1 (nodes refuse smaller bumps), got {self.fee_bump!r}")
+        if self.max_price_usd <= self.min_price_usd:
+            self._fail("max_price_usd", "must be > chain.min_price_usd", "min_price_usd")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration: one frozen section per TOML table.
 
@@ -469,6 +533,7 @@ class Config:
     oracle: OracleConfig = field(default_factory=OracleConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    chain: ChainConfig = field(default_factory=ChainConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """``{section: {key: value}}`` of plain Python values (lists copied), e.g. for printing."""

@@ -155,5 +155,8 @@ TABLES: dict[str, str] = {
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    from storage.chain import create_chain_schema
+
     for ddl in TABLES.values():
         con.execute(ddl)
+    create_chain_schema(con)

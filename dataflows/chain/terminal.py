@@ -270,7 +270,7 @@ class ChainBackend:
 
         w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": timeout_s}))
         try:
-            w3.eth.chain_id
+            _ = w3.eth.chain_id  # the first request: is the node there?
         except Exception as exc:  # noqa: BLE001 - any failure to reach the node
             raise ChainTerminalError(
                 f"cannot reach the chain node at chain.rpc_url {url}: {type(exc).__name__}; start the "
@@ -553,7 +553,8 @@ class ChainPublisher:
             self._file_paused = True
             self.pause(f"pause file {path}")
             try:
-                on_chain = "chain" in open(path, encoding="utf-8", errors="replace").read(4096).lower()
+                with open(path, encoding="utf-8", errors="replace") as fh:
+                    on_chain = "chain" in fh.read(4096).lower()
             except OSError:
                 on_chain = False
             if on_chain and not self.chain_paused:

@@ -228,3 +228,14 @@ def test_query_mistakes_exit_2_with_what_to_do(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["export", "--db", "x", "--out", "y", "--from", "yesterday"])
     assert "YYYY-MM-DD" in capsys.readouterr().err
+
+
+def test_pause_and_resume_write_and_remove_the_pause_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HEDGEFLOW_CHAIN__PAUSE_FILE", str(tmp_path / "chain.pause"))
+    assert cli.main(["pause", "--on-chain"]) == 0
+    assert (tmp_path / "chain.pause").read_text() == "on-chain\n"
+    assert "paused off-chain and on-chain" in capsys.readouterr().out
+    assert cli.main(["resume"]) == 0
+    assert not (tmp_path / "chain.pause").exists()
+    assert cli.main(["resume"]) == 0
+    assert "was not paused" in capsys.readouterr().out

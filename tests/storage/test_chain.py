@@ -5,7 +5,12 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from storage.chain import CHAIN_TABLES, ChainStore, create_chain_schema, latest_chain_prices
+from storage.chain import (
+    CHAIN_TABLES,
+    ChainStore,
+    create_chain_schema,
+    latest_chain_prices,
+)
 
 T0 = 1_700_000_000.0
 

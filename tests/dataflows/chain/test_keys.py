@@ -100,7 +100,8 @@ def test_both_sources_or_none(keystore, acct):
 def test_key_is_redacted_and_not_picklable(acct):
     key = key_from_hex(_hex(acct))
     secret = _hex(acct)
-    for text in (repr(key), str(key), f"{key}", f"{key!r}", "%s" % (key,)):
+    old_style = "%s" % (key,)  # noqa: UP031 - the %-format path too
+    for text in (repr(key), str(key), f"{key}", f"{key!r}", old_style):
         assert secret not in text.lower() and "<redacted>" in text and acct.address in text
     with pytest.raises(TypeError, match="cannot be pickled"):
         pickle.dumps(key)

@@ -3,6 +3,7 @@ replacement of a stuck transaction, restart, events read back, keys kept out of 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from types import SimpleNamespace
 
@@ -86,10 +87,8 @@ def make(backend, settings, db, timer):
 
     yield _make
     for pub in made:
-        try:
+        with contextlib.suppress(duckdb.Error):  # some tests close theirs (a "crash")
             pub.store.close()
-        except Exception:
-            pass
 
 
 def tx_count(backend) -> int:
@@ -653,3 +652,34 @@ def test_receipts_are_followed_on_ticks_and_errors_never_reach_the_graph(backend
     pub.on_prices([px("ETH", t0 + 3, 3_000.0)])  # the unrecorded decision left no trace
     assert [r["status"] for r in pub.store.submissions()] == ["confirmed", "confirmed"]
     assert pub.store.submissions()[-1]["nonce"] == n
+
+
+def test_refused_replacement_is_recorded_and_tried_again_later(backend, make, timer, settings,
+                                                               monkeypatch):
+    pub = make()
+    chain = backend.chain
+    t0 = chain.now() - 100
+    chain.tester.disable_auto_mine_transactions()
+    try:
+        pub.on_prices([px("BTC", t0, 60_000.0)])
+        real = backend.w3.eth.send_raw_transaction
+        monkeypatch.setattr(backend.w3.eth, "send_raw_transaction",
+                            lambda raw: (_ for _ in ()).throw(ValueError("replacement transaction underpriced")))
+        timer.advance(settings.stuck_after_s)
+        pub.on_tick(t0 + 1)
+        orig, refused = pub.store.submissions()
+        assert refused["status"] == "failed" and "underpriced" in refused["reason"]
+        assert orig["status"] == "pending"
+        monkeypatch.setattr(backend.w3.eth, "send_raw_transaction", real)
+        timer.advance(settings.receipt_poll_s)
+        pub.on_tick(t0 + 2)  # the stuck period started again: no new replacement yet
+        assert len(pub.store.submissions()) == 2 and pub.stats["errors"] == 0
+        timer.advance(settings.stuck_after_s)
+        pub.on_tick(t0 + 3)
+        assert len(pub.store.submissions()) == 3
+        chain.mine()
+    finally:
+        chain.tester.enable_auto_mine_transactions()
+    timer.advance(settings.receipt_poll_s)
+    pub.on_tick(t0 + 4)
+    assert [r["status"] for r in pub.store.submissions()] == ["replaced", "failed", "confirmed"]
