@@ -24,6 +24,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from dataflows.config import Config, HedgeflowError, load_config
@@ -189,8 +190,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         oracle_config=cfg.oracle.model_config(),
         flush_rows=cfg.storage.flush_rows, flush_interval_s=cfg.storage.flush_interval_s,
         out_of_order=cfg.storage.out_of_order,
+        chain=cfg.chain if args.chain else None, wall_now=time.time(),
     )
-    print(json.dumps(counts, sort_keys=True))
+    print(json.dumps(counts, sort_keys=True, default=str))
     return 0
 
 
@@ -221,8 +223,6 @@ def _connect(db: str, read_only: bool):
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import time
-
     from storage.archive import export_archive
 
     _config(args, {})
@@ -355,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", parents=[common], help="replay captures through the graph")
     replay.add_argument("captures", nargs="+", metavar="CAPTURE", help="capture files")
     replay.add_argument("--db", required=True, metavar="PATH", help="DuckDB file to write")
+    replay.add_argument("--chain", action="store_true",
+                        help="also publish the oracle prices to the chain ([chain] settings)")
     replay.set_defaults(func=cmd_replay)
 
     export = sub.add_parser("export", parents=[common], help="archive days to Parquet")

@@ -139,13 +139,16 @@ def batches(
 
 def run_replay(
     graph: Graph, clock: SimulatedClock, paths: list[str | os.PathLike],
-    max_messages: int = 1000, max_latency_s: float = 0.05,
+    max_messages: int = 1000, max_latency_s: float = 0.05, before_close=None,
 ) -> dict:
-    """Feed the captures through ``graph``, close it, and return the ledger's counts."""
+    """Feed the captures through ``graph``, close it, and return the ledger's counts.
+    ``before_close`` runs after the last batch, while the database is still open."""
     for batch in batches(merged_captures(paths), max_messages, max_latency_s):
         clock.advance_to(float(batch.receive_ts[-1]))
         graph.raw.emit(batch)
         graph.tick()
+    if before_close is not None:
+        before_close()
     graph.close()
     return graph.ledger.snapshot()
 
@@ -154,8 +157,15 @@ def replay_to_db(
     paths: list[str | os.PathLike], db_path: str | os.PathLike,
     oracle_config: MedianOracleConfig = MedianOracleConfig(),
     flush_rows: int = 10_000, flush_interval_s: float = 1.0, out_of_order: str = "flag",
+    chain=None, wall_now: float | None = None,
 ) -> dict:
-    """Replay captures into the DuckDB file ``db_path``; the counts, as ``hedgeflow replay`` prints."""
+    """Replay captures into the DuckDB file ``db_path``; the counts, as ``hedgeflow replay`` prints.
+
+    With ``chain`` (a ``[chain]`` config section) the oracle prices are also published, as
+    ``hedgeflow run`` does, and the submissions' outcome is added to the counts. The contract's
+    ``max_age`` is widened to reach back to the capture's first message (``wall_now`` is the
+    chain's present): replayed prices are old, not stale.
+    """
     files = expand_paths(paths)
     skipped = [str(f) for f in files if next(iter(read_capture(f)), None) is None]
     captures = [f for f in files if str(f) not in skipped]
@@ -166,5 +176,24 @@ def replay_to_db(
         oracle=MedianOracle(oracle_config),
         out_of_order=out_of_order,
     )
-    counts = run_replay(graph, clock, captures)
-    return {**counts, "db": str(db_path), "captures": [str(p) for p in captures], "skipped": skipped}
+    publisher = None
+    if chain is not None:
+        from dataflows.chain.terminal import build_publisher
+
+        first = next(iter(merged_captures(captures)), None)
+        reach_s = int((wall_now or 0) - first.receive_ts) + 3600 if first and wall_now else None
+        publisher = build_publisher(
+            chain, graph.writer.con, **({"max_age_s": reach_s} if reach_s else {})
+        )
+        graph.oracle_prices.sink(publisher.on_prices)
+        graph.ticks.sink(publisher.on_tick)
+
+    def finish_chain():
+        if publisher is not None:
+            publisher.close(close_store=True)
+
+    counts = run_replay(graph, clock, captures, before_close=finish_chain)
+    result = {**counts, "db": str(db_path), "captures": [str(p) for p in captures], "skipped": skipped}
+    if publisher is not None:
+        result["chain"] = dict(publisher.stats.counts)
+    return result

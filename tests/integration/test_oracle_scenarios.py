@@ -130,3 +130,20 @@ def test_every_venue_stale_halts_the_price(tmp_path, capsys):
     # Heartbeats go on (Coinbase, Kraken), so the clock moves while no price arrives.
     (price, status, reason, _), = _last_prices(con, "BTC", n=1)
     assert (price, status, reason) == (None, "halted", "no fresh sources")
+
+
+def test_replay_publishes_the_oracle_to_the_embedded_chain(tmp_path, capsys):
+    """replay → oracle → chain: a recorded session's ok prices are confirmed on the embedded EVM."""
+    _record_and_replay(tmp_path, "", capsys)
+    db = tmp_path / "chain.duckdb"
+    assert cli.main(["replay", str(tmp_path / "capture"), "--db", str(db), "--chain"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["total"]["pending"] == 0
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute(
+        "SELECT asset, status, count(*) FROM chain_submissions GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    events = con.execute("SELECT count(*) FROM chain_events WHERE event = 'PriceUpdated'").fetchone()[0]
+    con.close()
+    assert [(a, s) for a, s, _ in rows] == [("BTC", "confirmed"), ("ETH", "confirmed")]
+    assert events == sum(n for _, _, n in rows)
