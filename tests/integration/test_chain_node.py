@@ -100,3 +100,47 @@ def test_publishes_over_json_rpc_and_reads_reverts_and_events_back(node_url, fun
     events = {e for (e,) in con.execute("SELECT DISTINCT event FROM chain_events").fetchall()}
     assert {"PriceUpdated", "BoundsSet", "ReporterAdded"} <= events
     publisher.close(close_store=True)
+
+
+def test_replay_publishes_to_the_node(node_url, tmp_path, capsys, monkeypatch):
+    """replay → oracle → chain over JSON-RPC: a capture of three venues quoting BTC, written here
+    with current times, replayed with `--chain` against the Hardhat node."""
+    import json
+
+    from dataflows import cli
+
+    now = time.time() - 30
+    capture = tmp_path / "capture"
+    capture.mkdir()
+    for i, venue in enumerate(("BINANCE", "COINBASE", "KRAKEN")):
+        lines = []
+        for k in range(8):
+            ts, mid = now + k * 0.5 + i * 0.01, 97_000.0 + k
+            if venue == "BINANCE":
+                raw = ('{"stream":"btcusdt@bookTicker","data":{"u":%d,"s":"BTCUSDT","b":"%.2f",'
+                       '"B":"1.0","a":"%.2f","A":"1.0"}}' % (k + 1, mid - 5, mid + 5))
+            elif venue == "COINBASE":
+                raw = ('{"type":"ticker","sequence":%d,"product_id":"BTC-USD","price":"%.2f",'
+                       '"best_bid":"%.2f","best_ask":"%.2f","time":"%s"}'
+                       % (k + 1, mid, mid - 4, mid + 4,
+                          time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(ts))))
+            else:
+                raw = ('{"channel":"ticker","type":"update","data":[{"symbol":"BTC/USD",'
+                       '"bid":%.1f,"bid_qty":1.0,"ask":%.1f,"ask_qty":1.0,"last":%.1f}]}'
+                       % (mid - 6, mid + 6, mid))
+            lines.append(f"{ts!r}: {raw}\n")
+        (capture / f"{venue}.ws.1").write_text("".join(lines))
+
+    monkeypatch.setenv("HEDGEFLOW_CHAIN__BACKEND", "rpc")
+    monkeypatch.setenv("HEDGEFLOW_CHAIN__RPC_URL", node_url)
+    monkeypatch.setenv("HEDGEFLOW_CHAIN__DEPLOY_ORACLE", "true")
+    account = Account.create()  # the key comes from the environment, as in production
+    _rpc(node_url, "hardhat_setBalance", [account.address, hex(10**21)])
+    monkeypatch.setenv("HEDGEFLOW_CHAIN_KEY", account.key.hex())
+    db = tmp_path / "node-replay.duckdb"
+    assert cli.main(["replay", str(capture), "--db", str(db), "--chain"]) == 0
+    assert json.loads(capsys.readouterr().out)["total"]["pending"] == 0
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute("SELECT asset, status FROM chain_submissions").fetchall()
+    con.close()
+    assert rows and set(rows) == {("BTC", "confirmed")}
