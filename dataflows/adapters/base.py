@@ -76,9 +76,8 @@ class BatchBuilder:
     def ignored(self) -> None:
         self.n_ignored += 1
 
-    def add(self, table: str, **values: Any) -> None:
-        """One row of ``table`` for the current message; exchange, receive_ts, raw and msg_index
-        are filled in. Every other column of the table must be given."""
+    def _columns_for(self, table: str, values: dict) -> dict[str, list]:
+        """Fill in the bookkeeping columns of the current message; check every column is there."""
         cols = self._cols[table]
         values.setdefault("receive_ts", self.receive_ts)
         values["exchange"] = self.exchange
@@ -86,29 +85,24 @@ class BatchBuilder:
         values["msg_index"] = self.n_messages - 1
         values["out_of_order"] = False
         if values.keys() != cols.keys():
-            self._wrong_columns(table, values)
+            missing = sorted(set(cols) - set(values))
+            extra = sorted(set(values) - set(cols))
+            raise TypeError(f"{table} row: missing {missing}, unknown {extra}")
+        return cols
+
+    def add(self, table: str, **values: Any) -> None:
+        """One row of ``table`` for the current message; exchange, receive_ts, raw, msg_index and
+        out_of_order are filled in. Every other column of the table must be given."""
+        cols = self._columns_for(table, values)
         for name, value in values.items():
             cols[name].append(value)
-
-    def _wrong_columns(self, table: str, values: dict) -> None:
-        cols = self._cols[table]
-        missing = sorted(set(cols) - set(values))
-        extra = sorted(set(values) - set(cols))
-        raise TypeError(f"{table} row: missing {missing}, unknown {extra}")
 
     def add_many(self, table: str, n: int, **values: Any) -> None:
         """``n`` rows of ``table`` at once: each value is a list of ``n`` or one scalar shared by
         all rows (a book message's levels share instrument and times). Same columns as ``add``."""
         if n == 0:
             return
-        cols = self._cols[table]
-        values.setdefault("receive_ts", self.receive_ts)
-        values["exchange"] = self.exchange
-        values["raw"] = self.raw
-        values["msg_index"] = self.n_messages - 1
-        values["out_of_order"] = False
-        if values.keys() != cols.keys():
-            self._wrong_columns(table, values)
+        cols = self._columns_for(table, values)
         for name, value in values.items():
             if isinstance(value, list) and len(value) != n:
                 raise TypeError(f"{table} rows: column {name} has {len(value)} values, not {n}")
