@@ -4,6 +4,7 @@ replacement of a stuck transaction, restart, events read back, keys kept out of 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from types import SimpleNamespace
 
@@ -683,3 +684,13 @@ def test_refused_replacement_is_recorded_and_tried_again_later(backend, make, ti
     timer.advance(settings.receipt_poll_s)
     pub.on_tick(t0 + 4)
     assert [r["status"] for r in pub.store.submissions()] == ["replaced", "failed", "confirmed"]
+
+
+def test_the_config_sections_defaults_are_the_terminals_defaults():
+    # ChainSettings mirrors [chain] so the terminal can run without the config module; the two
+    # must not drift apart.
+    from dataflows.config import ChainConfig
+
+    assert ChainSettings.from_section(ChainConfig()) == ChainSettings(
+        **{**dataclasses.asdict(ChainSettings()), "pause_file": ChainConfig().pause_file}
+    )
