@@ -10,6 +10,7 @@ raw batches ─► normalize (per-exchange adapters) ─► validate ─┬─�
                                                               └─► sequence gaps ─┐          │
 connection health ─► connection gaps ────────────────────────────────────────────┼─► gaps ─┤
 clock ticks ─► oracle timer, silent-instrument check, time-based flush ───────────┘         │
+oracle prices, clock ticks ─► chain terminal (Oracle contract) ─► chain_submissions, chain_events
 ```
 
 Sources (websockets live, capture files in replay) emit ``RawBatch``es into ``raw`` and
@@ -78,6 +79,14 @@ class Graph:
     clock: Clock
     connection_gaps: ConnectionGaps
     silence: InstrumentSilence
+    publisher: object | None = None
+
+    def attach_chain(self, publisher) -> None:
+        """The chain terminal: oracle prices to the Oracle contract (dataflows/chain/terminal.py),
+        its timers on the clock ticks. Built apart because deploying takes a second or two."""
+        self.publisher = publisher
+        self.oracle_prices.sink(publisher.on_prices)
+        self.ticks.sink(publisher.on_tick)
 
     @property
     def quotes(self) -> Stream:
@@ -95,6 +104,9 @@ class Graph:
         """Record gaps still open, flush and close the database; the ledger then holds final,
         committed counts."""
         now = self.clock.now()
+        if self.publisher is not None:
+            # Before the database closes: the publisher records its submissions there.
+            self.publisher.close(close_store=True)
         open_gaps = self.connection_gaps.close(now) + self.silence.close(now)
         if open_gaps:
             self.gaps.emit(open_gaps)

@@ -139,16 +139,13 @@ def batches(
 
 def run_replay(
     graph: Graph, clock: SimulatedClock, paths: list[str | os.PathLike],
-    max_messages: int = 1000, max_latency_s: float = 0.05, before_close=None,
+    max_messages: int = 1000, max_latency_s: float = 0.05,
 ) -> dict:
-    """Feed the captures through ``graph``, close it, and return the ledger's counts.
-    ``before_close`` runs after the last batch, while the database is still open."""
+    """Feed the captures through ``graph``, close it, and return the ledger's counts."""
     for batch in batches(merged_captures(paths), max_messages, max_latency_s):
         clock.advance_to(float(batch.receive_ts[-1]))
         graph.raw.emit(batch)
         graph.tick()
-    if before_close is not None:
-        before_close()
     graph.close()
     return graph.ledger.snapshot()
 
@@ -185,14 +182,9 @@ def replay_to_db(
         publisher = build_publisher(
             chain, graph.writer.con, **({"max_age_s": reach_s} if reach_s else {})
         )
-        graph.oracle_prices.sink(publisher.on_prices)
-        graph.ticks.sink(publisher.on_tick)
+        graph.attach_chain(publisher)
 
-    def finish_chain():
-        if publisher is not None:
-            publisher.close(close_store=True)
-
-    counts = run_replay(graph, clock, captures, before_close=finish_chain)
+    counts = run_replay(graph, clock, captures)
     result = {**counts, "db": str(db_path), "captures": [str(p) for p in captures], "skipped": skipped}
     if publisher is not None:
         result["chain"] = dict(publisher.stats.counts)

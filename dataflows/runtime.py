@@ -47,7 +47,6 @@ class Pipeline:
         self.connection_view = ConnectionView()
         self.urls: dict[str, str] = {}
         self.recorder: CaptureRecorder | None = None
-        self.publisher = None
         self._source_tasks: list[asyncio.Task] = []
         self._tasks: list[asyncio.Task] = []
         self.started = asyncio.Event()
@@ -109,9 +108,7 @@ class Pipeline:
 
             # Compiling the contracts and deploying them on the embedded chain takes about a
             # second: off the loop, so the feeds already connecting are not held up.
-            self.publisher = await asyncio.to_thread(build_publisher, cfg.chain, writer.con)
-            self.graph.oracle_prices.sink(self.publisher.on_prices)
-            self.graph.ticks.sink(self.publisher.on_tick)
+            self.graph.attach_chain(await asyncio.to_thread(build_publisher, cfg.chain, writer.con))
         if feeds.record_dir:
             self.recorder = CaptureRecorder(feeds.record_dir, self.clock.now())
             self.graph.raw.sink(self.recorder.on_raw)
@@ -178,9 +175,6 @@ class Pipeline:
         counts = {}
         if self.recorder is not None:
             self.recorder.close()
-        if self.publisher is not None:
-            # Before the graph closes the database the publisher writes its submissions to.
-            self.publisher.close(close_store=True)
         if self.graph is not None:
             self.graph.close()
             counts = self.graph.ledger.snapshot()
