@@ -10,12 +10,10 @@ import duckdb
 import pandas as pd
 import pytest
 
-from dataflows.replay import replay_to_db
 from storage.quality import QualityReport, format_quality, quality_report
 from storage.queries import connect_readonly
-from storage.schema import create_schema
 from storage.surface import open_surface
-from tests.conftest import RECORDED_DIR
+from tests.storage.conftest import make_db
 
 UTC = dt.timezone.utc
 D, D2 = dt.date(2024, 3, 1), dt.date(2024, 3, 2)
@@ -104,28 +102,6 @@ TINY = {
         quarantined("coinbase", DUP, '{"b":1}', day=D2),
     ],
 }
-
-
-def make_db(path: Path, rows: dict[str, list[dict]], ingest: list[tuple] = ()) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path))
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        create_schema(con)
-        for table, items in rows.items():
-            df = pd.DataFrame(items)  # noqa: F841 - read by DuckDB's replacement scan
-            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM df")
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS ingest_stats "
-            "(exchange VARCHAR, day DATE, messages BIGINT, raw_bytes BIGINT)"
-        )
-        for item in ingest:
-            con.execute("INSERT INTO ingest_stats BY NAME SELECT ? AS exchange, ? AS day, "
-                        "? AS messages, ? AS raw_bytes", list(item))
-        con.execute("CHECKPOINT")
-    finally:
-        con.close()
-    return path
 
 
 def row(df: pd.DataFrame, **keys) -> dict:
@@ -247,15 +223,6 @@ def test_bytes_per_tick_from_the_archive(tmp_path):
 
 
 # ------------------------------------------------------------------------------ replayed recordings
-
-
-@pytest.fixture(scope="module")
-def replayed(tmp_path_factory) -> Path:
-    if not RECORDED_DIR.is_dir():
-        pytest.fail(f"recorded traffic not found at {RECORDED_DIR}")
-    path = tmp_path_factory.mktemp("replayed") / "hedgeflow.duckdb"
-    replay_to_db([RECORDED_DIR], path)
-    return path
 
 
 def test_report_on_replayed_recordings(replayed):

@@ -13,10 +13,9 @@ import pandas as pd
 import pytest
 
 from dataflows.config import HedgeflowError
-from dataflows.replay import replay_to_db
-from storage.schema import TABLES, create_schema
+from storage.schema import TABLES
 from storage.surface import format_result, open_surface, run_query, schema_columns
-from tests.conftest import RECORDED_DIR
+from tests.storage.conftest import make_db
 
 UTC = dt.timezone.utc
 D0, D1, D2 = dt.date(2024, 3, 1), dt.date(2024, 3, 2), dt.date(2024, 3, 3)
@@ -41,22 +40,6 @@ def oracle(asset: str, day: dt.date, i: int) -> dict:
     }
 
 
-def make_db(path: Path, rows: dict[str, list[dict]]) -> Path:
-    """A hedgeflow DuckDB file holding ``rows`` (table -> list of row dicts)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path))
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        create_schema(con)
-        for table, items in rows.items():
-            df = pd.DataFrame(items)  # noqa: F841 - read by DuckDB's replacement scan
-            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM df")
-        con.execute("CHECKPOINT")
-    finally:
-        con.close()
-    return path
-
-
 def copy_partitioned(src_db: Path, root: Path, table: str, time_column: str, key: str = "exchange") -> None:
     """Write ``table`` of ``src_db`` as table=<t>/date=<d>/<key>=<v>/*.parquet (DuckDB COPY,
     which leaves the partition columns out of the files: the paths carry them)."""
@@ -79,16 +62,6 @@ def count(con, sql: str, params=()) -> int:
 
 
 # ------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module")
-def replayed(tmp_path_factory) -> Path:
-    """The recorded traffic replayed into a DuckDB file (once for the module)."""
-    if not RECORDED_DIR.is_dir():
-        pytest.fail(f"recorded traffic not found at {RECORDED_DIR}")
-    path = tmp_path_factory.mktemp("replayed") / "hedgeflow.duckdb"
-    replay_to_db([RECORDED_DIR], path)
-    return path
 
 
 @pytest.fixture
