@@ -25,7 +25,8 @@ prices at ``mark_iv -/+`` a half spread in volatility, rounded outwards to Derib
 (0.0001 coin below 0.005, 0.0005 above); ``bid_iv``/``ask_iv`` are the implied vols of the
 *rounded* prices, so they are consistent with what is quoted. Greeks are Deribit's units:
 delta per 1 of the forward, gamma per USD, vega in USD per vol point (1 %), theta in USD per day,
-rho in USD per 1 % of rate.
+rho in USD per 1 % of rate (``models.deribit``, which also holds the premium and implied-vol
+conventions used here).
 
 Expiries. Deribit lists options expiring at 08:00 UTC: dailies (the next few days), weeklies
 (Fridays), monthlies (the last Friday of a month) and quarterlies (the last Friday of March, June,
@@ -40,7 +41,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from models.pricing import black76_greeks, black76_price, bs_greeks
+from models.deribit import coin_premium, deribit_greeks, implied_vol_from_coin
 
 SECONDS_PER_YEAR = 365.0 * 24.0 * 3600.0
 EXPIRY_HOUR_UTC = 8
@@ -330,29 +331,14 @@ def round_up_tick(price):
 
 
 def coin_price(F, K, T, sigma, call):
-    """An inverse option's premium in coin: undiscounted Black-76 / forward."""
-    return black76_price(F, K, T, 0.0, sigma, call) / np.asarray(F, dtype=np.float64)
+    """An inverse option's premium in coin; an alias of ``models.deribit.coin_premium``."""
+    return coin_premium(F, K, T, sigma, call)
 
 
-def implied_vol_coin(price_coin, F, K, T, call, lo: float = 1e-3, hi: float = 5.0,
-                     iterations: int = 48):
-    """Vol reproducing an inverse premium in coin, by vectorized bisection on [lo, hi]; NaN where
-    the price is at or below intrinsic or above the ``hi``-vol price. (A private helper for quoting:
-    hedgeflow's general ``implied_vol`` lives in ``models.pricing``.)"""
-    price_coin, F, K, T, call = np.broadcast_arrays(
-        np.asarray(price_coin, dtype=np.float64), np.asarray(F, dtype=np.float64),
-        np.asarray(K, dtype=np.float64), np.asarray(T, dtype=np.float64), np.asarray(call, bool))
-    low = np.full(price_coin.shape, lo)
-    high = np.full(price_coin.shape, hi)
-    p_lo = coin_price(F, K, T, low, call)
-    p_hi = coin_price(F, K, T, high, call)
-    ok = (price_coin > p_lo) & (price_coin < p_hi)
-    for _ in range(iterations):
-        mid = 0.5 * (low + high)
-        above = coin_price(F, K, T, mid, call) > price_coin
-        high = np.where(above, mid, high)
-        low = np.where(above, low, mid)
-    return np.where(ok, 0.5 * (low + high), np.nan)
+def implied_vol_coin(price_coin, F, K, T, call):
+    """The vol of an inverse premium in coin, NaN where none gives it; an alias of
+    ``models.deribit.implied_vol_from_coin`` (Let's Be Rational, ``models.pricing``)."""
+    return implied_vol_from_coin(price_coin, F, K, T, call)
 
 
 @dataclass(frozen=True)
@@ -399,27 +385,26 @@ def quote_chain(spec: ChainSpec, spot: float, now_ts: float, surface: SurfacePar
     K, call = spec.strike, spec.is_call
     k = np.log(K / F)
     iv = implied_vol_surface(k, T, surface)
-    mark = coin_price(F, K, T, iv, call)
+    mark = coin_premium(F, K, T, iv, call)
 
     sd = atm_vol(T, surface) * np.sqrt(T)
     half = np.minimum(quote.half_spread_vol + quote.half_spread_vol_per_sd * np.abs(k) / sd,
                       quote.max_half_spread_vol)
-    raw_bid = coin_price(F, K, T, np.maximum(iv - half, 1e-3), call)
-    raw_ask = coin_price(F, K, T, iv + half, call)
+    raw_bid = coin_premium(F, K, T, np.maximum(iv - half, 1e-3), call)
+    raw_ask = coin_premium(F, K, T, iv + half, call)
     bid = round_down_tick(raw_bid)
     ask = round_up_tick(raw_ask)
     ask = np.maximum(ask, np.maximum(bid + tick_for(bid), MIN_PRICE))
     has_bid = bid >= MIN_PRICE - 1e-12
     bid = np.where(has_bid, bid, 0.0)
-    bid_iv = np.where(has_bid, implied_vol_coin(bid, F, K, T, call), np.nan)
-    ask_iv = implied_vol_coin(ask, F, K, T, call)
+    bid_iv = np.where(has_bid, implied_vol_from_coin(bid, F, K, T, call), np.nan)
+    ask_iv = implied_vol_from_coin(ask, F, K, T, call)
 
-    g = black76_greeks(F, K, T, 0.0, iv, call)
+    g = deribit_greeks(F, K, T, iv, call)
     return ChainQuotes(
         ts=float(now_ts), spot=float(spot), T=T, forward=F, mark_iv=iv, mark_coin=mark,
         bid_coin=bid, ask_coin=ask, bid_iv=np.nan_to_num(bid_iv, nan=0.0),
         ask_iv=np.nan_to_num(ask_iv, nan=0.0),
-        delta=g.delta, gamma=g.gamma, vega=g.vega / 100.0,
-        theta=g.theta / 365.0, rho=bs_greeks(F, K, T, 0.0, iv, call).rho / 100.0,
+        delta=g.delta, gamma=g.gamma, vega=g.vega, theta=g.theta, rho=g.rho,
     )
 
