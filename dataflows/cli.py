@@ -8,6 +8,8 @@
     hedgeflow query "SQL" [--db PATH] [--archive DIR]      SQL over hot and archived data
     hedgeflow quality [--day DATE]                         the data quality report
     hedgeflow pause [--on-chain] | resume                  emergency stop of oracle publishing
+    hedgeflow quote --asset BTC --strike K --expiry DATE [--amount N]   protection price, as JSON
+    hedgeflow premium-backtest --data FILE                 the premium model against realized payoffs
     hedgeflow config                                       the effective configuration
 
 Configuration comes from ``--config FILE`` (or ``$HEDGEFLOW_CONFIG``, or ``./hedgeflow.toml`` when
@@ -19,8 +21,10 @@ without a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import asyncio
 import json
+import math
 import os
 import signal
 import sys
@@ -75,6 +79,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             "dashboard.enabled": False if args.no_dashboard else None,
             "simulator.faults": args.faults,
             "feeds.record_dir": args.record,
+            "analytics.worker": "dask" if args.dask else None,
+            "analytics.dask_address": args.dask,
         },
     )
     counts = asyncio.run(_run(cfg, args.duration))
@@ -191,9 +197,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
         flush_rows=cfg.storage.flush_rows, flush_interval_s=cfg.storage.flush_interval_s,
         out_of_order=cfg.storage.out_of_order,
         chain=cfg.chain if args.chain else None, wall_now=time.time(),
+        analytics_config=cfg.analytics,
     )
     print(json.dumps(counts, sort_keys=True, default=str))
     return 0
+
+
+def _positive_usd(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 def _date(text: str):
@@ -312,6 +329,80 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _expiry(text: str) -> float:
+    """YYYY-MM-DD → that day's 08:00 UTC (epoch s), when Deribit options and policies expire; a
+    full ISO time (2026-12-25T16:00Z) is taken as given."""
+    import datetime as dt
+
+    try:
+        if "T" in text or " " in text.strip():
+            when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=dt.timezone.utc)
+            return when.timestamp()
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an expiry date as YYYY-MM-DD (08:00 UTC) or an ISO time, got {text!r}") from None
+    return dt.datetime(day.year, day.month, day.day, 8, tzinfo=dt.timezone.utc).timestamp()
+
+
+def cmd_quote(args: argparse.Namespace) -> int:
+    cfg = _config(args, {"storage.db_path": args.db or os.environ.get("HEDGEFLOW_DB")})
+    from dataflows.analytics import quote_protection
+
+    con = _connect(cfg.storage.db_path, read_only=True)
+    try:
+        result = quote_protection(
+            con, asset=args.asset.upper(), strike_usd=args.strike, expiry_utc=args.expiry,
+            amount_coin=args.amount, config=cfg.analytics, at_s=args.at, spot_usd=args.spot,
+        )
+    finally:
+        con.close()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _positive_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or not all(0.0 < v < float("inf") for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return values
+
+
+def cmd_premium_backtest(args: argparse.Namespace) -> int:
+    from dataflows.history import load_ohlcv
+    from models.premium import PremiumConfig
+    from models.premium_backtest import BacktestConfig, backtest_premiums
+
+    series = load_ohlcv(args.data)
+    config = BacktestConfig(tenors_days=args.tenors, sell_every_hours=args.every_hours,
+                            vol_window_hours=args.vol_window_hours,
+                            vol_multiplier=args.vol_multiplier)
+    result = backtest_premiums(series.ts_s, series.close_usd, config=config,
+                               premium_config=PremiumConfig())
+    summary = lambda s: {k: (None if isinstance(v, float) and not math.isfinite(v) else v)  # noqa: E731
+                         for k, v in dataclasses.asdict(s).items()}
+    print(json.dumps({
+        "data": series.path, "bars": len(series),
+        "from_utc": _iso(series.ts_s[0]), "to_utc": _iso(series.ts_s[-1]),
+        "config": dataclasses.asdict(config), "n_skipped": result.n_skipped,
+        "summary": summary(result.summary),
+        "by_tier_and_tenor": {f"{tier} {tenor:g}d": summary(s)
+                              for (tier, tenor), s in result.by_group.items()},
+    }, indent=2))
+    return 0
+
+
+def _iso(ts: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(float(ts), dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     print(json.dumps(_config(args, {}).to_dict(), indent=2, sort_keys=True))
     return 0
@@ -340,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--record", metavar="DIR",
                      help="also write every message received to DIR, for hedgeflow replay")
     run.add_argument("--faults", metavar="SPEC", help="faults for the embedded simulator: " + FAULTS_HELP)
+    run.add_argument("--dask", metavar="ADDRESS",
+                     help="send surface fits to the dask scheduler at ADDRESS (tcp://host:8786)")
     run.set_defaults(func=cmd_run)
 
     sim = sub.add_parser("simulate", parents=[common], help="run the exchange simulator")
@@ -390,6 +483,36 @@ def build_parser() -> argparse.ArgumentParser:
     pause.set_defaults(func=cmd_pause)
     resume = sub.add_parser("resume", parents=[common], help="lift the emergency pause")
     resume.set_defaults(func=cmd_resume)
+
+    quote = sub.add_parser("quote", parents=[common],
+                           help="price protection (a put) off the stored option chain, as JSON")
+    quote.add_argument("--asset", required=True, help="BTC or ETH")
+    quote.add_argument("--strike", required=True, type=_positive_usd, metavar="USD", help="strike in USD")
+    quote.add_argument("--expiry", required=True, type=_expiry, metavar="DATE",
+                       help="expiry date YYYY-MM-DD (08:00 UTC) or an ISO time")
+    quote.add_argument("--amount", type=_positive_usd, default=1.0, metavar="COIN",
+                       help="coins protected (default 1)")
+    quote.add_argument("--db", metavar="PATH", help="DuckDB file (default storage.db_path)")
+    quote.add_argument("--at", type=float, metavar="EPOCH_S",
+                       help="price as of this time (default: the newest option ticker's time)")
+    quote.add_argument("--spot", type=_positive_usd, metavar="USD",
+                       help="spot price (default: the newest ok oracle price, else the chain's index)")
+    quote.set_defaults(func=cmd_quote)
+
+    backtest = sub.add_parser(
+        "premium-backtest", parents=[common],
+        help="sell the premium tiers' puts through a price history and settle them, as JSON")
+    backtest.add_argument("--data", required=True, metavar="FILE",
+                          help="OHLCV CSV or Parquet (columns timestamp, open, high, low, close, volume)")
+    backtest.add_argument("--tenors", type=_positive_list, default=(1.0, 3.0, 7.0), metavar="DAYS",
+                          help="policy tenors in days, comma-separated (default 1,3,7)")
+    backtest.add_argument("--every-hours", type=_positive_usd, default=24.0, metavar="H",
+                          help="hours between sales (default 24, at 08:00 UTC)")
+    backtest.add_argument("--vol-window-hours", type=_positive_usd, default=72.0, metavar="H",
+                          help="trailing window of the realized vol that prices them (default 72)")
+    backtest.add_argument("--vol-multiplier", type=_positive_usd, default=1.0, metavar="X",
+                          help="scale the realized vol (default 1)")
+    backtest.set_defaults(func=cmd_premium_backtest)
 
     config = sub.add_parser("config", parents=[common], help="print the effective configuration")
     config.set_defaults(func=cmd_config)

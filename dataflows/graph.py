@@ -11,6 +11,10 @@ raw batches ─► normalize (per-exchange adapters) ─► validate ─┬─�
 connection health ─► connection gaps ────────────────────────────────────────────┼─► gaps ─┤
 clock ticks ─► oracle timer, silent-instrument check, time-based flush ───────────┘         │
 oracle prices, clock ticks ─► chain terminal (Oracle contract) ─► chain_submissions, chain_events
+oracle prices ─► volatility (24 h realized, EWMA; anomalies ─► alerts) ───────────────────────┤
+option tickers ─► option book ─(clock ticks)─► surface refit in a worker ─► surfaces ────────┤
+surfaces + volatility ─► premium quotes (tiers × expiries) ──────────────────────────────────┤
+premium quotes ─► policy risk: Monte Carlo of the seller's side in a worker ─► policy risk ──┘
 ```
 
 Sources (websockets live, capture files in replay) emit ``RawBatch``es into ``raw`` and
@@ -32,6 +36,7 @@ import numpy as np
 from streamz import Stream
 
 from dataflows.adapters import AdapterSet
+from dataflows.analytics import Analytics
 from dataflows.archiving import ScheduledExport
 from dataflows.logs import log_event
 from dataflows.clock import Clock
@@ -80,6 +85,12 @@ class Graph:
     connection_gaps: ConnectionGaps
     silence: InstrumentSilence
     publisher: object | None = None
+    analytics: Analytics | None = None
+    volatility: Stream | None = None
+    surfaces: Stream | None = None
+    premium_quotes: Stream | None = None
+    policy_risk: Stream | None = None
+    alerts: Stream | None = None  # every alert: the oracle's and the analytics'
 
     def attach_chain(self, publisher) -> None:
         """The chain terminal: oracle prices to the Oracle contract (dataflows/chain/terminal.py),
@@ -104,6 +115,9 @@ class Graph:
         """Record gaps still open, flush and close the database; the ledger then holds final,
         committed counts."""
         now = self.clock.now()
+        if self.analytics is not None:
+            # No fit may land after this point: the database is about to close.
+            self.analytics.close()
         if self.publisher is not None:
             # Before the database closes: the publisher records its submissions there.
             self.publisher.close(close_store=True)
@@ -118,6 +132,7 @@ class Graph:
 def build_graph(
     *, clock: Clock, writer: DuckDBWriter, oracle: MedianOracle, silence_limit_s: float = 10.0,
     out_of_order: str = "flag", archive: ScheduledExport | None = None,
+    analytics: Analytics | None = None,
 ) -> Graph:
     now = clock.now
     ledger = Ledger()
@@ -161,6 +176,26 @@ def build_graph(
     # The oracle raises alerts (a diverging venue, a decimal bug, a jump) while it prices.
     oracle_alerts = oracle_prices.map(lambda _: oracle.take_alerts(), stream_name="oracle alerts").filter(len)
 
+    # Analytics: volatility of the oracle prices, the surface refit (its results re-enter through
+    # ``surfaces``, emitted by the worker's callback on the loop) and premium quotes.
+    volatility = surfaces = premium_quotes = policy_risk = None
+    analytics_alerts = []
+    if analytics is not None:
+        volatility = oracle_prices.map(analytics.volatility.on_prices, stream_name="volatility").filter(len)
+        analytics_alerts.append(
+            volatility.map(lambda _: analytics.volatility.take_alerts(), stream_name="volatility anomalies")
+            .filter(len))
+        surfaces = Stream(stream_name="surfaces")
+        analytics.refitter.emit = surfaces.emit
+        data["option_tickers"].sink(analytics.refitter.on_tickers)
+        ticks.sink(analytics.refitter.on_tick)
+        volatility.sink(analytics.premium.on_volatility)
+        premium_quotes = surfaces.map(analytics.premium.on_surfaces, stream_name="premium quotes").filter(len)
+        policy_risk = Stream(stream_name="policy risk")
+        analytics.risk.emit = policy_risk.emit
+        premium_quotes.sink(analytics.risk.on_quotes)
+    alerts = Stream.union(oracle_alerts, *analytics_alerts, stream_name="alerts")
+
     def silence_on_data(batch):
         return silence.on_data(batch.exchange, batch.instrument, batch.asset, batch.event_ts)
 
@@ -183,7 +218,14 @@ def build_graph(
             for table in DATA_BATCHES
         ),
         oracle_prices.map(lambda prices: writer.append_oracle_prices(prices, now())),
-        oracle_alerts.map(lambda alerts: writer.append_alerts(alerts, now())),
+        alerts.map(lambda a: writer.append_alerts(a, now())),
+        *([
+            volatility.map(lambda v: writer.append_records("volatility", v, now())),
+            surfaces.map(lambda fits: writer.append_records(
+                "surface_fits", [f.record for f in fits if f.record is not None], now())),
+            premium_quotes.map(lambda q: writer.append_records("premium_quotes", q, now())),
+            policy_risk.map(lambda r: writer.append_records("policy_risk", r, now())),
+        ] if analytics is not None else []),
         gaps.map(lambda g: writer.append_gaps(g, now())),
         ticks.map(writer.maybe_flush),
         *([ticks.map(archive.on_tick, stream_name="scheduled export")] if archive else []),
@@ -201,4 +243,7 @@ def build_graph(
         gaps=gaps,
         commits=commits, adapters=adapters, ledger=ledger, oracle=oracle, writer=writer,
         clock=clock, connection_gaps=connection_gaps, silence=silence,
+        analytics=analytics, volatility=volatility, surfaces=surfaces, premium_quotes=premium_quotes,
+        policy_risk=policy_risk,
+        alerts=alerts,
     )

@@ -28,9 +28,11 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from dataflows.analytics import build_analytics
 from dataflows.clock import SimulatedClock
 from dataflows.config import HedgeflowError
 from dataflows.graph import Graph, build_graph
+from dataflows.workers import Worker
 from models.oracle import MedianOracle, MedianOracleConfig
 from models.records import RawBatch
 from storage.writer import DuckDBWriter
@@ -154,7 +156,7 @@ def replay_to_db(
     paths: list[str | os.PathLike], db_path: str | os.PathLike,
     oracle_config: MedianOracleConfig = MedianOracleConfig(),
     flush_rows: int = 10_000, flush_interval_s: float = 1.0, out_of_order: str = "flag",
-    chain=None, wall_now: float | None = None,
+    chain=None, wall_now: float | None = None, analytics_config=None,
 ) -> dict:
     """Replay captures into the DuckDB file ``db_path``; the counts, as ``hedgeflow replay`` prints.
 
@@ -162,6 +164,9 @@ def replay_to_db(
     ``hedgeflow run`` does, and the submissions' outcome is added to the counts. The contract's
     ``max_age`` is widened to reach back to the capture's first message (``wall_now`` is the
     chain's present): replayed prices are old, not stale.
+
+    With ``analytics_config`` (an ``[analytics]`` section) volatility, surface fits and premium
+    quotes are computed too, inline: a replay's results do not depend on how fast it runs.
     """
     files = expand_paths(paths)
     skipped = [str(f) for f in files if next(iter(read_capture(f)), None) is None]
@@ -172,6 +177,8 @@ def replay_to_db(
         writer=DuckDBWriter(db_path, capacity_rows=flush_rows, flush_interval_s=flush_interval_s),
         oracle=MedianOracle(oracle_config),
         out_of_order=out_of_order,
+        analytics=(build_analytics(analytics_config, Worker("inline"))
+                   if analytics_config is not None else None),
     )
     publisher = None
     if chain is not None:

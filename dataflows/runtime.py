@@ -16,6 +16,7 @@ import contextlib
 import logging
 
 from dataflows.adapters.deribit import DeribitError
+from dataflows.analytics import build_analytics
 from dataflows.archiving import ScheduledExport
 from dataflows.clock import Clock, WallClock
 from dataflows.config import Config, ConfigError, load_config
@@ -101,6 +102,7 @@ class Pipeline:
             ),
             silence_limit_s=feeds.silence_gap_s,
             out_of_order=cfg.storage.out_of_order,
+            analytics=build_analytics(cfg.analytics),
         )
         self.graph.oracle_prices.sink(self.oracle_view.on_prices)
         if cfg.chain.enabled:

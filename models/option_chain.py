@@ -41,11 +41,9 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from models.deribit import coin_premium, deribit_greeks, implied_vol_from_coin
+from models.deribit import EXPIRY_HOUR_UTC, MONTHS, coin_premium, deribit_greeks, implied_vol_from_coin
 
 SECONDS_PER_YEAR = 365.0 * 24.0 * 3600.0
-EXPIRY_HOUR_UTC = 8
-MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 
 # Deribit's option tick: 0.0001 coin below 0.005, 0.0005 from 0.005 up (tick_size_steps).
 TICK_SMALL = 0.0001

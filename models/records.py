@@ -219,6 +219,102 @@ class QuarantineRecord:
     raw: str
 
 
+# --------------------------------------------------------------------------- analytics
+
+
+@dataclass(frozen=True, slots=True)
+class VolatilityEstimate:
+    """An asset's realized volatility over the trailing ``window_s`` seconds of oracle prices, at
+    the close of a bar (``ts``, epoch s). Annualized fractions over 365 days; ``ready`` is False
+    until the window holds enough bars to be trusted (the hedge engine waits for it)."""
+
+    asset: str
+    ts: float
+    window_s: float
+    n_returns: int
+    vol_annual: float
+    ewma_vol_annual: float
+    ready: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SurfaceRecord:
+    """What one surface fit was, for storage and dashboards: its quality, its no-arbitrage check
+    and its summary per expiry (``expiry_years``; ATM vol, 25-delta risk reversal and butterfly in
+    annualized vol). ``params_json`` holds the fitted parameters, ``fit_ms`` the time it took."""
+
+    asset: str
+    ts: float
+    method: str
+    n_options: int
+    n_expiries: int
+    n_dropped: int
+    rmse_vol: float
+    within_spread_fraction: float
+    arbitrage_ok: bool
+    min_g: float
+    fit_ms: float
+    spot_usd: float
+    expiry_years: tuple[float, ...]
+    atm_vol: tuple[float, ...]
+    rr25: tuple[float, ...]
+    bf25: tuple[float, ...]
+    params_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class PremiumQuoteRecord:
+    """A protection price the graph published: a put on ``amount_coin`` of ``asset`` at
+    ``strike_usd`` until ``expiry_utc`` (epoch s), priced at ``ts`` off the surface, with the
+    factor breakdown that sums to ``premium_usd`` (models.premium)."""
+
+    asset: str
+    ts: float
+    tier: str
+    strike_usd: float
+    expiry_utc: float
+    amount_coin: float
+    spot_usd: float
+    vol_strike: float
+    vol_atm: float
+    vol_reference: float
+    premium_usd: float
+    intrinsic_usd: float
+    time_value_usd: float
+    volatility_usd: float
+    skew_usd: float
+    jump_usd: float
+    margin_usd: float
+    rounding_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRiskRecord:
+    """The seller's Monte Carlo view of one published premium quote (models.scenarios): ``n_paths``
+    risk-neutral ``model`` paths ("merton": the premium calculator's jumps, with the diffusion vol
+    that keeps the total variance at the quote's strike vol) from ``spot_usd`` to ``expiry_utc``; the expected payoff against the premium, the chance
+    the put ends in the money (and ever touches the strike), and the seller's VaR and expected
+    shortfall at ``confidence`` (losses as positive USD, for the whole ``amount_coin``)."""
+
+    asset: str
+    ts: float
+    tier: str
+    strike_usd: float
+    expiry_utc: float
+    amount_coin: float
+    spot_usd: float
+    premium_usd: float
+    model: str
+    n_paths: int
+    expected_payoff_usd: float
+    expected_payoff_stderr_usd: float
+    probability_exercise: float
+    probability_touch: float
+    seller_var_usd: float
+    seller_es_usd: float
+    confidence: float
+
+
 # --------------------------------------------------------------------------- columnar batches
 
 

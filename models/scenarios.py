@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
-from scipy.special import ndtr, ndtri, pdtr
+from scipy.special import ndtri, pdtr
 
 from models.jumps import MertonJumps
 from models.pricing import bs_price, norm_pdf

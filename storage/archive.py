@@ -6,8 +6,9 @@ Layout, under a local path or any fsspec URL (``memory://...``, ``file://...``, 
     <out>/table=<table>/date=<YYYY-MM-DD>/<key>=<value>/part-0.parquet
 
 ``date`` is the UTC date of the table's time column (``ARCHIVE_TABLES``); ``<key>`` is
-``exchange`` for every table that has one, and ``asset`` for ``oracle_prices`` (it has no
-exchange: its rows are per asset, so the asset is the natural second level, and every level
+``exchange`` for every table that has one, and ``asset`` for ``oracle_prices`` and the analytics
+tables (``volatility``, ``surface_fits``, ``premium_quotes``, ``policy_risk``) (they have no
+exchange: their rows are per asset, so the asset is the natural second level, and every level
 names a real column -- no placeholder value that a Hive reader would turn into a fake column).
 Values are percent-encoded (``urllib.parse.quote``) when they hold anything but letters, digits
 and ``-_.~``. Each file holds every column of its table, the partition columns included, so a
@@ -114,7 +115,7 @@ class ArchiveTable:
 
     name: str
     time_column: str
-    key_column: str  # "exchange"; "asset" for oracle_prices, which has no exchange column
+    key_column: str  # "exchange"; "asset" for the analytics tables, which have no exchange column
 
     @property
     def has_exchange(self) -> bool:
@@ -131,6 +132,10 @@ ARCHIVE_TABLES: dict[str, ArchiveTable] = {
         ArchiveTable("funding", "event_ts", "exchange"),
         ArchiveTable("index_prices", "event_ts", "exchange"),
         ArchiveTable("oracle_prices", "ts", "asset"),
+        ArchiveTable("volatility", "ts", "asset"),
+        ArchiveTable("surface_fits", "ts", "asset"),
+        ArchiveTable("premium_quotes", "ts", "asset"),
+        ArchiveTable("policy_risk", "ts", "asset"),
         ArchiveTable("quarantine", "receive_ts", "exchange"),
         ArchiveTable("gaps", "start_ts", "exchange"),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from storage.schema import TABLES
@@ -53,3 +54,48 @@ def quarantine_by_reason(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     return con.execute(
         "SELECT exchange, reason, count(*) AS n FROM quarantine GROUP BY ALL ORDER BY n DESC"
     ).df()
+
+
+def latest_option_tickers(con: duckdb.DuckDBPyConnection, asset: str) -> dict[str, np.ndarray]:
+    """The newest ticker of each of ``asset``'s options, as numpy columns named like
+    ``models.records.OptionTickerBatch`` (times as epoch seconds), ready for
+    ``models.option_book.OptionBook.update``. Empty columns when the asset has no options."""
+    rows = con.execute(
+        """
+        SELECT instrument, asset, epoch_us(event_ts) / 1e6 AS event_ts,
+               epoch_us(expiry_utc) / 1e6 AS expiry_utc, strike_usd, is_call,
+               bid_coin, ask_coin, mark_coin, underlying_usd, index_usd, open_interest
+        FROM option_tickers
+        WHERE asset = ?
+        QUALIFY row_number() OVER (PARTITION BY instrument ORDER BY event_ts DESC) = 1
+        ORDER BY instrument
+        """,
+        [asset],
+    ).fetchnumpy()
+    columns = {}
+    for name, values in rows.items():
+        # Masked (NULL) numbers become NaN: "the venue gave no value", as in the batches.
+        if isinstance(values, np.ma.MaskedArray):
+            values = values.filled(np.nan) if values.dtype.kind == "f" else values.filled()
+        columns[name] = np.asarray(values)
+    return columns
+
+
+def latest_volatility(con: duckdb.DuckDBPyConnection, asset: str) -> float | None:
+    """``asset``'s newest ready 24 h realized volatility (annualized fraction), or None."""
+    row = con.execute(
+        "SELECT vol_annual FROM volatility WHERE asset = ? AND ready AND vol_annual IS NOT NULL "
+        "ORDER BY ts DESC LIMIT 1",
+        [asset],
+    ).fetchone()
+    return None if row is None else float(row[0])
+
+
+def latest_oracle_price(con: duckdb.DuckDBPyConnection, asset: str) -> tuple[float, float] | None:
+    """``asset``'s newest "ok" oracle price as (epoch seconds, price USD), or None."""
+    row = con.execute(
+        "SELECT epoch_us(ts) / 1e6, price FROM oracle_prices "
+        "WHERE asset = ? AND status = 'ok' AND price IS NOT NULL ORDER BY ts DESC LIMIT 1",
+        [asset],
+    ).fetchone()
+    return None if row is None else (float(row[0]), float(row[1]))

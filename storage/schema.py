@@ -133,6 +133,77 @@ TABLES: dict[str, str] = {
             message   VARCHAR NOT NULL,
             subject   VARCHAR NOT NULL
         )""",
+    "volatility": """
+        CREATE TABLE IF NOT EXISTS volatility (
+            asset            VARCHAR NOT NULL,
+            ts               TIMESTAMPTZ NOT NULL,
+            window_s         DOUBLE NOT NULL,
+            n_returns        INTEGER NOT NULL,
+            vol_annual       DOUBLE,     -- annualized fraction over 365 days; NULL before any return
+            ewma_vol_annual  DOUBLE,
+            ready            BOOLEAN NOT NULL
+        )""",
+    "surface_fits": """
+        CREATE TABLE IF NOT EXISTS surface_fits (
+            asset                   VARCHAR NOT NULL,
+            ts                      TIMESTAMPTZ NOT NULL,
+            method                  VARCHAR NOT NULL,
+            n_options               INTEGER NOT NULL,
+            n_expiries              INTEGER NOT NULL,
+            n_dropped               INTEGER NOT NULL,
+            rmse_vol                DOUBLE,
+            within_spread_fraction  DOUBLE,
+            arbitrage_ok            BOOLEAN NOT NULL,
+            min_g                   DOUBLE,
+            fit_ms                  DOUBLE NOT NULL,
+            spot_usd                DOUBLE,
+            expiry_years            DOUBLE[] NOT NULL,
+            atm_vol                 DOUBLE[] NOT NULL,
+            rr25                    DOUBLE[] NOT NULL,
+            bf25                    DOUBLE[] NOT NULL,
+            params_json             VARCHAR NOT NULL
+        )""",
+    "premium_quotes": """
+        CREATE TABLE IF NOT EXISTS premium_quotes (
+            asset           VARCHAR NOT NULL,
+            ts              TIMESTAMPTZ NOT NULL,
+            tier            VARCHAR NOT NULL,
+            strike_usd      DOUBLE NOT NULL,
+            expiry_utc      TIMESTAMPTZ NOT NULL,
+            amount_coin     DOUBLE NOT NULL,
+            spot_usd        DOUBLE NOT NULL,
+            vol_strike      DOUBLE,
+            vol_atm         DOUBLE,
+            vol_reference   DOUBLE,
+            premium_usd     DOUBLE,
+            intrinsic_usd   DOUBLE,
+            time_value_usd  DOUBLE,
+            volatility_usd  DOUBLE,
+            skew_usd        DOUBLE,
+            jump_usd        DOUBLE,
+            margin_usd      DOUBLE,
+            rounding_usd    DOUBLE
+        )""",
+    "policy_risk": """
+        CREATE TABLE IF NOT EXISTS policy_risk (
+            asset                       VARCHAR NOT NULL,
+            ts                          TIMESTAMPTZ NOT NULL,
+            tier                        VARCHAR NOT NULL,
+            strike_usd                  DOUBLE NOT NULL,
+            expiry_utc                  TIMESTAMPTZ NOT NULL,
+            amount_coin                 DOUBLE NOT NULL,
+            spot_usd                    DOUBLE NOT NULL,
+            premium_usd                 DOUBLE,
+            model                       VARCHAR NOT NULL,
+            n_paths                     INTEGER NOT NULL,
+            expected_payoff_usd         DOUBLE,
+            expected_payoff_stderr_usd  DOUBLE,
+            probability_exercise        DOUBLE,
+            probability_touch           DOUBLE,
+            seller_var_usd              DOUBLE,   -- a loss, positive USD
+            seller_es_usd               DOUBLE,
+            confidence                  DOUBLE NOT NULL
+        )""",
     "ingest_stats": """
         CREATE TABLE IF NOT EXISTS ingest_stats (
             exchange   VARCHAR NOT NULL,

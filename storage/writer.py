@@ -14,6 +14,7 @@ exchange, and the graph's ledger counts those, not the rows it handed over.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -52,6 +53,9 @@ class _RefusedRows(Exception):
 
 # Tables whose rows are unique on a key, and the key (the table's primary key).
 _UNIQUE_KEYS = {"trades": ("exchange", "instrument", "trade_id")}
+
+# Tables of analytics records (models.records), written by append_records.
+_RECORD_TABLES = frozenset({"volatility", "surface_fits", "premium_quotes", "policy_risk"})
 
 # Columns of the data batches that hold times (epoch seconds in memory, TIMESTAMPTZ on disk).
 TIME_COLUMNS = frozenset({"event_ts", "receive_ts", "expiry_utc", "next_funding_ts"})
@@ -138,6 +142,25 @@ def alerts_table(alerts) -> pa.Table:
             "subject": pa.array([a.subject for a in alerts], pa.string()),
         }
     )
+
+
+def records_table(records, time_fields=frozenset({"ts", "expiry_utc"})) -> pa.Table:
+    """Frozen records of one dataclass type (models.records analytics) as an Arrow table: one
+    column per field, epoch-second fields in ``time_fields`` as TIMESTAMPTZ, tuples as lists,
+    NaN as NULL."""
+    names = [f.name for f in dataclasses.fields(records[0])]
+    columns = {}
+    for name in names:
+        values = [getattr(r, name) for r in records]
+        if name in time_fields:
+            columns[name] = _ts_array(values)
+        elif isinstance(values[0], tuple):
+            columns[name] = pa.array([list(v) for v in values], pa.list_(pa.float64()))
+        elif isinstance(values[0], float):
+            columns[name] = pa.array(values, pa.float64(), from_pandas=True)
+        else:
+            columns[name] = pa.array(values)
+    return pa.table(columns)
 
 
 @dataclass(frozen=True)
@@ -228,6 +251,16 @@ class DuckDBWriter:
     def append_oracle_prices(self, prices, now: float) -> Commit | None:
         prices = list(prices)
         return self._append("oracle_prices", oracle_table(prices), [""] * len(prices), now)
+
+    def append_records(self, table: str, records, now: float) -> Commit | None:
+        """Buffer analytics records (``volatility``, ``surface_fits``, ``premium_quotes``,
+        ``policy_risk``)."""
+        if table not in _RECORD_TABLES:
+            raise ValueError(f"not an analytics table: {table!r}")
+        records = list(records)
+        if not records:
+            return None
+        return self._append(table, records_table(records), [""] * len(records), now)
 
     # ------------------------------------------------------------------ flushing
     @property

@@ -81,7 +81,6 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
@@ -99,6 +98,7 @@ from dataflows.adapters.base import (
     text,
 )
 from dataflows.config import HedgeflowError
+from models.deribit import expiry_ts
 from models.records import NormalizedBatch, RawBatch
 from models.sequence import SequenceTracker
 
@@ -111,9 +111,6 @@ MAX_CONNECTIONS = 10  # per IP address, plan 003, Appendix A
 MAX_CHANNELS_PER_REQUEST = 100
 MIN_HEARTBEAT_INTERVAL_S = 10
 
-_MONTHS = {m: i for i, m in enumerate(
-    ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), start=1)}
-_DATE = re.compile(r"^(\d{1,2})([A-Z]{3})(\d{2})$")
 _STRIKE = re.compile(r"^\d+(d\d+)?$")
 _CURRENCY = re.compile(r"^[A-Z0-9]{2,10}$")
 _GREEKS = ("delta", "gamma", "vega", "theta", "rho")
@@ -156,15 +153,10 @@ class DeribitInstrument:
 
 def expiry_from_code(code: str) -> float:
     """``24SEP21`` → epoch seconds of 2021-09-24 08:00 UTC (Deribit's expiry time)."""
-    m = _DATE.match(code)
-    if not m or m.group(2) not in _MONTHS:
-        raise Malformed(f"instrument: expiry {code!r} is not DMMMYY")
     try:
-        when = datetime(2000 + int(m.group(3)), _MONTHS[m.group(2)], int(m.group(1)), 8,
-                        tzinfo=timezone.utc)
-    except ValueError:
-        raise Malformed(f"instrument: expiry {code!r} is not a date") from None
-    return when.timestamp()
+        return expiry_ts(code)
+    except ValueError as exc:
+        raise Malformed(f"instrument: expiry {code!r}: {exc}") from None
 
 
 def parse_instrument(name: str) -> DeribitInstrument:

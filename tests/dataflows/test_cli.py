@@ -239,3 +239,27 @@ def test_pause_and_resume_write_and_remove_the_pause_file(tmp_path, capsys, monk
     assert not (tmp_path / "chain.pause").exists()
     assert cli.main(["resume"]) == 0
     assert "was not paused" in capsys.readouterr().out
+
+
+def test_premium_backtest_on_the_recorded_month_prints_reconciled_totals(capsys):
+    market = REPO_ROOT.parent / "shared" / "data" / "market" / "btc_perp_1m_2021-12-31_2022-02-01.csv"
+    assert cli.main(["premium-backtest", "--data", str(market), "--tenors", "1,7"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    summary = result["summary"]
+    assert result["bars"] == 45_031 and result["config"]["tenors_days"] == [1.0, 7.0]
+    groups = result["by_tier_and_tenor"]
+    assert len(groups) == 3 * 2  # every tier × tenor
+    assert sum(g["n_policies"] for g in groups.values()) == summary["n_policies"] > 0
+    assert sum(g["total_payoff_usd"] for g in groups.values()) == pytest.approx(summary["total_payoff_usd"])
+    assert summary["premium_pnl_usd"] == pytest.approx(summary["total_premium_usd"] - summary["total_payoff_usd"])
+    # The same file gives the same figures.
+    assert cli.main(["premium-backtest", "--data", str(market), "--tenors", "1,7"]) == 0
+    assert json.loads(capsys.readouterr().out) == result
+
+
+def test_premium_backtest_mistakes_exit_2(tmp_path, capsys):
+    assert cli.main(["premium-backtest", "--data", str(tmp_path / "none.csv")]) == 2
+    assert "price history not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["premium-backtest", "--data", "x.csv", "--tenors", "1,week"])
+    assert exc.value.code == 2

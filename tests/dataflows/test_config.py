@@ -70,7 +70,7 @@ def test_default_symbol_lists_are_not_shared():
 def test_to_dict_is_plain_nested_mapping():
     cfg = load_config(env={})
     d = cfg.to_dict()
-    assert list(d) == ["storage", "simulator", "feeds", "oracle", "dashboard", "logging", "chain"]
+    assert list(d) == ["storage", "simulator", "feeds", "oracle", "dashboard", "logging", "chain", "analytics"]
     assert d["storage"] == {
         "db_path": "data/hedgeflow.duckdb", "flush_interval_s": 1.0, "flush_rows": 10_000,
         "out_of_order": "flag", "archive_dir": "", "export_interval_s": 86_400.0, "hot_days": 7,
@@ -424,3 +424,20 @@ def test_sections_validate_when_constructed_directly():
     with pytest.raises(ConfigError, match="feeds.reconnect_max_s"):
         FeedsConfig(reconnect_initial_s=10.0, reconnect_max_s=1.0)
     assert StorageConfig(flush_interval_s=2).flush_interval_s == 2.0
+
+
+def test_analytics_lists_of_numbers_parse_and_refuse_text():
+    cfg = load_config(env={"HEDGEFLOW_ANALYTICS__PREMIUM_EXPIRY_DAYS": "1, 7,30"})
+    assert cfg.analytics.premium_expiry_days == [1.0, 7.0, 30.0]
+    with pytest.raises(ConfigError, match="expected comma-separated numbers"):
+        load_config(env={"HEDGEFLOW_ANALYTICS__PREMIUM_EXPIRY_DAYS": "1,week"})
+    with pytest.raises(ConfigError, match="premium_expiry_days: must be positive days"):
+        load_config(overrides={"analytics.premium_expiry_days": [7, -1]})
+
+
+def test_analytics_dask_worker_needs_an_address():
+    with pytest.raises(ConfigError, match="dask_address: must be a scheduler address"):
+        load_config(env={"HEDGEFLOW_ANALYTICS__WORKER": "dask"})
+    cfg = load_config(env={"HEDGEFLOW_ANALYTICS__WORKER": "dask",
+                           "HEDGEFLOW_ANALYTICS__DASK_ADDRESS": "tcp://127.0.0.1:8786"})
+    assert cfg.analytics.worker == "dask"

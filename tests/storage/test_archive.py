@@ -219,14 +219,16 @@ def test_archive_tables_cover_the_schema(con):
     assert set(ARCHIVE_TABLES) <= set(TABLES)
     assert set(ARCHIVE_TABLES) == {
         "trades", "quotes", "option_tickers", "book_updates", "funding", "index_prices",
-        "oracle_prices", "quarantine", "gaps",
+        "oracle_prices", "quarantine", "gaps", "volatility", "surface_fits", "premium_quotes",
+        "policy_risk",
     }
     for name, spec in ARCHIVE_TABLES.items():
         cols = {r[0]: r[1] for r in con.execute(f"DESCRIBE {name}").fetchall()}
         assert cols[spec.time_column] == "TIMESTAMP WITH TIME ZONE", name
         assert spec.key_column in cols
         assert spec.has_exchange == ("exchange" in cols), name
-    assert ARCHIVE_TABLES["oracle_prices"].key_column == "asset"
+    for name in ("oracle_prices", "volatility", "surface_fits", "premium_quotes", "policy_risk"):
+        assert ARCHIVE_TABLES[name].key_column == "asset"
     assert ARCHIVE_TABLES["quarantine"].time_column == "receive_ts"
     assert ARCHIVE_TABLES["gaps"].time_column == "start_ts"
     assert issubclass(ArchiveError, HedgeflowError)

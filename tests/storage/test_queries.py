@@ -46,7 +46,7 @@ def test_table_counts(con):
     assert table_counts(con) == {
         "trades": 1, "quotes": 3, "option_tickers": 0, "book_updates": 0, "funding": 0,
         "index_prices": 0, "quarantine": 4, "oracle_prices": 4, "alerts": 0, "ingest_stats": 0,
-        "gaps": 0,
+        "gaps": 0, "volatility": 0, "surface_fits": 0, "premium_quotes": 0, "policy_risk": 0,
     }
 
 

@@ -1,0 +1,90 @@
+"""Historical price series from files: OHLCV bars as CSV or Parquet (columns ``timestamp``,
+``open``, ``high``, ``low``, ``close``, ``volume``; any row order), as the backtests read them.
+
+Timestamps are read as UTC: ISO text (``2021-12-31 23:01:00``, naive means UTC), or epoch numbers
+(seconds, milliseconds or microseconds, told apart by size). Rows come back sorted by time; a
+repeated timestamp is an error, not silently averaged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.errors import HedgeflowError
+
+__all__ = ["OhlcvSeries", "load_ohlcv"]
+
+OHLCV_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
+
+
+@dataclass(frozen=True)
+class OhlcvSeries:
+    """Bars in time order: ``ts_s`` epoch seconds (UTC) of each bar, prices in the file's quote
+    currency (USD for hedgeflow's markets)."""
+
+    path: str
+    ts_s: np.ndarray
+    open_usd: np.ndarray
+    high_usd: np.ndarray
+    low_usd: np.ndarray
+    close_usd: np.ndarray
+    volume: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.ts_s.size)
+
+
+def _epoch_seconds(column: pd.Series, path: str) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(column):
+        values = column.to_numpy(dtype=np.float64)
+        scale = np.where(values > 1e14, 1e-6, np.where(values > 1e11, 1e-3, 1.0))
+        return values * scale
+    try:
+        when = pd.to_datetime(column, utc=True, format="mixed")
+    except (ValueError, TypeError) as exc:
+        raise HedgeflowError(f"{path}: cannot read column timestamp as times ({exc}). Give ISO "
+                             "times (2022-01-01 00:00:00) or epoch seconds/milliseconds") from None
+    return (when - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
+
+
+def load_ohlcv(path: str | Path) -> OhlcvSeries:
+    """Read an OHLCV file (``.csv`` or ``.parquet``); a mistake in it is a HedgeflowError that says
+    what is wrong."""
+    path = str(path)
+    if not Path(path).is_file():
+        raise HedgeflowError(f"price history not found: {path}. Give an OHLCV CSV or Parquet file")
+    try:
+        frame = pd.read_parquet(path) if path.endswith(".parquet") else pd.read_csv(path)
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise HedgeflowError(f"cannot read {path}: {exc}") from None
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    missing = [c for c in ("timestamp", "close") if c not in frame.columns]
+    if missing:
+        raise HedgeflowError(f"{path} has no column {', '.join(missing)} (it has: "
+                             f"{', '.join(frame.columns)}). Expected {', '.join(OHLCV_COLUMNS)}")
+    if frame.empty:
+        raise HedgeflowError(f"{path} holds no rows")
+    ts = _epoch_seconds(frame["timestamp"], path)
+    order = np.argsort(ts, kind="stable")
+    ts = ts[order]
+    repeated = np.flatnonzero(np.diff(ts) == 0.0)
+    if repeated.size:
+        raise HedgeflowError(f"{path}: timestamp {frame['timestamp'].iloc[order[repeated[0]]]} "
+                             "appears more than once; remove the duplicate rows")
+
+    def column(name: str) -> np.ndarray:
+        if name not in frame.columns:  # close-only series: the bar is its close
+            return np.full(ts.size, np.nan) if name == "volume" else column("close")
+        return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64)[order]
+
+    close = column("close")
+    bad = ~(np.isfinite(close) & (close > 0.0))
+    if bad.any():
+        raise HedgeflowError(f"{path}: {int(bad.sum())} rows have no positive close price "
+                             f"(the first at timestamp {frame['timestamp'].iloc[order[np.argmax(bad)]]})")
+    return OhlcvSeries(path=path, ts_s=ts, open_usd=column("open"), high_usd=column("high"),
+                       low_usd=column("low"), close_usd=close, volume=column("volume"))
