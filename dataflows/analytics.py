@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dataflows.clock import iso_utc
 from dataflows.logs import log_event
 from models.errors import HedgeflowError
 from dataflows.workers import WorkFailed, Worker
@@ -92,9 +93,9 @@ def fit_chain(snapshot: ChainSnapshot, method: str, min_options: int) -> FitOutc
         within_spread_fraction=float(fit.within_spread_fraction), arbitrage_ok=bool(report.ok),
         min_g=float(report.min_g), fit_ms=fit_ms, spot_usd=snapshot.spot_usd,
         expiry_years=tuple(years.tolist()),
-        atm_vol=tuple(np.asarray(fit.atm_vol(years), dtype=float).tolist()),
-        rr25=tuple(np.asarray(fit.risk_reversal_25d(years), dtype=float).tolist()),
-        bf25=tuple(np.asarray(fit.butterfly_25d(years), dtype=float).tolist()),
+        atm_vol_annual=tuple(np.asarray(fit.atm_vol(years), dtype=float).tolist()),
+        rr25_vol_annual=tuple(np.asarray(fit.risk_reversal_25d(years), dtype=float).tolist()),
+        bf25_vol_annual=tuple(np.asarray(fit.butterfly_25d(years), dtype=float).tolist()),
         params_json=json.dumps(fit.params_dict(), default=_json_default),
     )
     return FitOutcome(asset, ts, snapshot.spot_usd, fit, record)
@@ -141,6 +142,7 @@ class Refitter:
         if self.in_flight:
             self.skipped += 1
             return
+        self.book.evict_expired(now)  # a long run lists new expiries every day
         snapshots = [self.book.snapshot(asset, now, max_age_s=self.max_age_s,
                                         min_expiry_s=self.min_expiry_s)
                      for asset in self.book.assets]
@@ -181,40 +183,59 @@ def expiry_at(now_s: float, days: float) -> float:
     return expiry if expiry >= target else expiry + 86_400.0
 
 
+# A realized volatility above this (500 %) is a broken price in the window, not a market.
+MAX_REFERENCE_VOL_ANNUAL = 5.0
+
+
 class PremiumNode:
     """Prices the protection grid off each new surface: every tier of ``config`` (models.premium)
-    × every expiry in ``expiry_days``, on ``amount_coin``. The reference volatility is the asset's
-    latest ready 24 h realized volatility (``on_volatility``), or the surface's ATM vol until then."""
+    × every expiry in ``expiry_days``, on ``amount_coin``. Each expiry is priced on the surface's
+    forward for it (``PremiumConfig.with_forward``: the carry from the chain's index to the
+    interpolated forward), as the option market prices the hedge. The reference volatility is the
+    asset's latest ready 24 h realized volatility (``on_volatility``), or the surface's ATM vol
+    until then. A surface the calculator refuses is logged and skipped: the graph goes on."""
 
     def __init__(self, config, *, expiry_days, amount_coin: float = 1.0) -> None:
         self.config = config
         self.expiry_days = list(expiry_days)
         self.amount_coin = amount_coin
         self.reference_vol: dict[str, float] = {}
+        self.refused = 0
 
     def on_volatility(self, estimates) -> None:
         for e in estimates:
-            if e.ready and math.isfinite(e.vol_annual) and e.vol_annual > 0.0:
+            if e.ready and 0.0 < e.vol_annual <= MAX_REFERENCE_VOL_ANNUAL:
                 self.reference_vol[e.asset] = e.vol_annual
 
     def on_surfaces(self, outcomes: list[FitOutcome]) -> list[PremiumQuoteRecord]:
-        from models.premium import price_tiers
-
         quotes: list[PremiumQuoteRecord] = []
         for outcome in outcomes:
-            fit, spot = outcome.fit, outcome.spot_usd
-            if fit is None or not (spot > 0.0):
+            if outcome.fit is None or not (outcome.spot_usd > 0.0):
                 continue
-            for days in self.expiry_days:
-                expiry_utc = expiry_at(outcome.ts, days)
-                years = (expiry_utc - outcome.ts) / SECONDS_PER_YEAR
-                reference = self.reference_vol.get(outcome.asset)
-                if reference is None:
-                    reference = float(fit.atm_vol(years))
-                for tier, quote in price_tiers(fit, spot, years, self.amount_coin, reference,
-                                               config=self.config).items():
-                    quotes.append(_quote_record(outcome.asset, outcome.ts, tier, expiry_utc,
-                                                self.amount_coin, spot, reference, quote))
+            try:
+                quotes.extend(self._price(outcome))
+            except ValueError as exc:
+                self.refused += 1
+                log_event(log, logging.WARNING, "premium not priced", asset=outcome.asset,
+                          reason=str(exc))
+        return quotes
+
+    def _price(self, outcome: FitOutcome) -> list[PremiumQuoteRecord]:
+        from models.premium import price_tiers
+
+        fit, spot = outcome.fit, outcome.spot_usd
+        quotes = []
+        for days in self.expiry_days:
+            expiry_utc = expiry_at(outcome.ts, days)
+            years = (expiry_utc - outcome.ts) / SECONDS_PER_YEAR
+            config = self.config.with_forward(spot, float(fit.forward(years)), years)
+            reference = self.reference_vol.get(outcome.asset)
+            if reference is None:
+                reference = float(fit.atm_vol(years))
+            for tier, quote in price_tiers(fit, spot, years, self.amount_coin, reference,
+                                           config=config).items():
+                quotes.append(_quote_record(outcome.asset, outcome.ts, tier, expiry_utc,
+                                            self.amount_coin, spot, reference, quote))
         return quotes
 
 
@@ -222,8 +243,9 @@ def _quote_record(asset, ts, tier, expiry_utc, amount_coin, spot, reference, q) 
     f = lambda x: float(np.asarray(x))  # noqa: E731 - scalars out of 0-d arrays
     return PremiumQuoteRecord(
         asset=asset, ts=ts, tier=tier, strike_usd=f(q.strike_usd), expiry_utc=expiry_utc,
-        amount_coin=amount_coin, spot_usd=spot, vol_strike=f(q.vol_strike_annual),
-        vol_atm=f(q.vol_atm_annual), vol_reference=reference, premium_usd=f(q.premium_usd),
+        amount_coin=amount_coin, spot_usd=spot, forward_usd=f(q.forward_usd),
+        vol_strike_annual=f(q.vol_strike_annual), vol_atm_annual=f(q.vol_atm_annual),
+        vol_reference_annual=reference, premium_usd=f(q.premium_usd),
         intrinsic_usd=f(q.intrinsic_usd), time_value_usd=f(q.time_value_usd),
         volatility_usd=f(q.volatility_usd), skew_usd=f(q.skew_usd), jump_usd=f(q.jump_usd),
         margin_usd=f(q.margin_usd), rounding_usd=f(q.rounding_usd),
@@ -236,10 +258,11 @@ def _quote_record(asset, ts, tier, expiry_utc, amount_coin, spot, reference, q) 
 def simulate_policy_risks(quotes: list[PremiumQuoteRecord], premium_config, n_paths: int,
                           confidence: float, seed) -> list[PolicyRiskRecord]:
     """The seller's Monte Carlo view of each quote (runs in a worker: top-level and picklable; one
-    task for a whole batch of quotes, as dask wants). Risk-neutral Merton paths with the premium
-    calculator's jumps and, as it prices, the diffusion vol that leaves the total variance at the
-    quote's strike vol (``models.premium.diffusion_vol_annual``): the expected payoff is then the
-    fair value, and premium minus it the margin the seller keeps on average. Daily steps to
+    task for a whole batch of quotes, as dask wants). Risk-neutral Merton paths from spot to the
+    quote's forward (drift = its carry) with the premium calculator's jumps and, as it prices, the
+    diffusion vol that leaves the total variance at the quote's strike vol
+    (``models.premium.diffusion_vol_annual``): the expected payoff at expiry is then the fair value
+    grown at the carry, and premium minus the fair value the margin the seller keeps on average. Daily steps to
     expiry, so "touch" is daily monitoring. Each quote draws from a seed made of ``seed`` (a list
     of non-negative ints) and the quote's asset, tier, expiry and strike: the result does not
     depend on the batch's order."""
@@ -252,12 +275,14 @@ def simulate_policy_risks(quotes: list[PremiumQuoteRecord], premium_config, n_pa
         child = np.random.SeedSequence([*seed, zlib.crc32(f"{quote.asset}/{quote.tier}".encode()),
                                         int(quote.expiry_utc), int(round(quote.strike_usd * 100))])
         years = (quote.expiry_utc - quote.ts) / SECONDS_PER_YEAR
-        if not (years > 0.0 and quote.vol_strike > 0.0 and quote.premium_usd >= 0.0):
+        if not (years > 0.0 and quote.vol_strike_annual > 0.0 and quote.premium_usd >= 0.0):
             continue
         n_steps = max(1, math.ceil(years * 365.0))
-        vol = float(diffusion_vol_annual(quote.vol_strike, jumps, mode=premium_config.jump_mode,
+        vol = float(diffusion_vol_annual(quote.vol_strike_annual, jumps, mode=premium_config.jump_mode,
                                          min_diffusion_fraction=premium_config.min_diffusion_fraction))
-        paths = simulate_paths(MertonModel(vol_annual=vol, jumps=jumps), quote.spot_usd,
+        carry = math.log(quote.forward_usd / quote.spot_usd) / years
+        model = MertonModel(vol_annual=vol, jumps=jumps, drift_annual=carry)
+        paths = simulate_paths(model, quote.spot_usd,
                                years, n_steps, n_paths, np.random.default_rng(child))
         policy = PutPolicy(amount_coin=quote.amount_coin, strike_usd=quote.strike_usd,
                            expiry_years=years, premium_usd=quote.premium_usd)
@@ -347,13 +372,7 @@ class VolatilityNode:
     @classmethod
     def from_config(cls, config) -> "VolatilityNode":
         """From an ``[analytics]`` section (dataflows.config.AnalyticsConfig)."""
-        from models.volatility import AnomalyConfig, RollingVolConfig
-
-        return cls(
-            RollingVolConfig(bar_s=config.volatility_bar_s, window_s=config.volatility_window_s,
-                             min_coverage_s=config.volatility_min_coverage_s),
-            AnomalyConfig(return_z=config.anomaly_z, vol_ratio_z=config.anomaly_z),
-        )
+        return cls(*config.volatility_model_configs())
 
     def on_prices(self, prices) -> list[VolatilityEstimate]:
         from models.volatility import AnomalyDetector, RollingVolatility
@@ -436,17 +455,13 @@ def build_analytics(config, worker: Worker | None = None) -> Analytics:
 # --------------------------------------------------------------------------- one quote, on demand
 
 
-def _iso(ts: float) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat().replace("+00:00", "Z")
-
-
 def quote_protection(con, *, asset: str, strike_usd: float, expiry_utc: float, amount_coin: float,
                      config, at_s: float | None = None, spot_usd: float | None = None) -> dict:
     """Price a put on ``amount_coin`` of ``asset`` off the option chain stored in the database
-    ``con`` (``hedgeflow quote``): the chain as of ``at_s`` (default: its newest ticker) is fitted
-    like the graph does, and the premium and its breakdown come back as a JSON-ready dict.
+    ``con`` (``hedgeflow quote``): the chain as of ``at_s`` (default: its newest ticker; nothing
+    stored after ``at_s`` is read) is fitted like the graph does, the put is priced on the
+    surface's forward for its expiry, and the premium and its breakdown come back as a JSON-ready
+    dict.
 
     Spot is ``spot_usd`` if given, else the newest "ok" oracle price if it is within
     ``config.surface_max_age_s`` of the pricing time, else the venue's index on the newest
@@ -455,48 +470,59 @@ def quote_protection(con, *, asset: str, strike_usd: float, expiry_utc: float, a
     from types import SimpleNamespace
 
     from models.premium import PremiumConfig, quote_from_surface, quote_to_dict
-    from storage.queries import latest_oracle_price, latest_option_tickers, latest_volatility
+    from storage.queries import (
+        latest_oracle_price,
+        latest_option_tickers,
+        latest_volatility,
+        option_assets,
+    )
 
-    columns = latest_option_tickers(con, asset)
+    columns = latest_option_tickers(con, asset, at_s)
     if not len(columns["instrument"]):
-        stored = [r[0] for r in con.execute("SELECT DISTINCT asset FROM option_tickers ORDER BY 1").fetchall()]
+        when = "" if at_s is None else f" at or before {iso_utc(at_s)}"
         raise HedgeflowError(
-            f"no {asset} option tickers in the database (it has options for: "
-            f"{', '.join(stored) or 'none'}). Collect some first with `hedgeflow run --duration 60` "
-            "or `hedgeflow replay` of Deribit captures, or choose another --asset"
-        )
+            f"no {asset} option tickers{when} in the database (it has options for: "
+            f"{', '.join(option_assets(con)) or 'none'}). Collect some first with `hedgeflow run "
+            "--duration 60` or `hedgeflow replay` of Deribit captures, or choose another --asset"
+            + ("" if at_s is None else " or a later --at"))
     now = float(np.max(columns["event_ts"])) if at_s is None else float(at_s)
     if not expiry_utc > now:
-        raise HedgeflowError(f"expiry {_iso(expiry_utc)} is not after the pricing time {_iso(now)}: "
-                             "give a later --expiry")
+        raise HedgeflowError(f"expiry {iso_utc(expiry_utc)} is not after the pricing time "
+                             f"{iso_utc(now)}: give a later --expiry")
     book = OptionBook()
     book.update(SimpleNamespace(**columns))
     snapshot = book.snapshot(asset, now, max_age_s=config.surface_max_age_s,
                              min_expiry_s=config.surface_min_expiry_s)
     outcome = fit_chain(snapshot, config.surface_method, config.surface_min_options)
     if outcome.fit is None:
-        raise HedgeflowError(f"cannot fit a {asset} volatility surface at {_iso(now)}: {outcome.error}. "
-                             "Collect a fuller chain, or price at another time with --at")
+        raise HedgeflowError(f"cannot fit a {asset} volatility surface at {iso_utc(now)}: "
+                             f"{outcome.error}. Collect a fuller chain, or price at another time with --at")
     if spot_usd is not None:
         spot, spot_source = float(spot_usd), "given"
     else:
-        oracle = latest_oracle_price(con, asset)
-        if oracle is not None and abs(oracle[0] - now) <= config.surface_max_age_s:
+        oracle = latest_oracle_price(con, asset, now)
+        if oracle is not None and now - oracle[0] <= config.surface_max_age_s:
             spot, spot_source = oracle[1], "oracle"
         else:
             spot, spot_source = snapshot.spot_usd, "option index"
     years = (expiry_utc - now) / SECONDS_PER_YEAR
-    reference = latest_volatility(con, asset)
+    reference = latest_volatility(con, asset, now)
     reference_source = "realized 24h"
-    if reference is None:
+    if reference is None or not 0.0 < reference <= MAX_REFERENCE_VOL_ANNUAL:
         reference, reference_source = float(outcome.fit.atm_vol(years)), "surface ATM"
-    quote = quote_from_surface(outcome.fit, spot, strike_usd, years, amount_coin, reference,
-                               config=PremiumConfig())
+    try:
+        # The carry of the chain's forward over its own index, applied to this spot.
+        premium_config = PremiumConfig().with_forward(
+            snapshot.spot_usd, float(outcome.fit.forward(years)), years)
+        quote = quote_from_surface(outcome.fit, spot, strike_usd, years, amount_coin, reference,
+                                   config=premium_config)
+    except ValueError as exc:
+        raise HedgeflowError(f"cannot price this put: {exc}") from None
     record = outcome.record
     return {
         "asset": asset,
-        "priced_at_utc": _iso(now),
-        "expiry_utc": _iso(expiry_utc),
+        "priced_at_utc": iso_utc(now),
+        "expiry_utc": iso_utc(expiry_utc),
         "expiry_years": years,
         "strike_usd": strike_usd,
         "amount_coin": amount_coin,

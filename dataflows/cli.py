@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+from dataflows.clock import iso_utc
 from dataflows.config import Config, HedgeflowError, load_config
 from dataflows.logs import configure_logging
 
@@ -334,17 +335,28 @@ def _expiry(text: str) -> float:
     full ISO time (2026-12-25T16:00Z) is taken as given."""
     import datetime as dt
 
+    from models.deribit import expiry_ts
+
     try:
         if "T" in text or " " in text.strip():
             when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
             if when.tzinfo is None:
                 when = when.replace(tzinfo=dt.timezone.utc)
             return when.timestamp()
-        day = dt.date.fromisoformat(text)
+        return expiry_ts(dt.date.fromisoformat(text))
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected an expiry date as YYYY-MM-DD (08:00 UTC) or an ISO time, got {text!r}") from None
-    return dt.datetime(day.year, day.month, day.day, 8, tzinfo=dt.timezone.utc).timestamp()
+
+
+def _epoch_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected epoch seconds, got {text!r}") from None
+    if not 0.0 <= value < 32_503_680_000.0:  # before the year 3000
+        raise argparse.ArgumentTypeError(f"expected epoch seconds (e.g. 1767168000), got {text!r}")
+    return value
 
 
 def cmd_quote(args: argparse.Namespace) -> int:
@@ -379,28 +391,28 @@ def cmd_premium_backtest(args: argparse.Namespace) -> int:
     from models.premium_backtest import BacktestConfig, backtest_premiums
 
     series = load_ohlcv(args.data)
-    config = BacktestConfig(tenors_days=args.tenors, sell_every_hours=args.every_hours,
-                            vol_window_hours=args.vol_window_hours,
-                            vol_multiplier=args.vol_multiplier)
-    result = backtest_premiums(series.ts_s, series.close_usd, config=config,
-                               premium_config=PremiumConfig())
+    try:
+        config = BacktestConfig(tenors_days=args.tenors, sell_every_hours=args.every_hours,
+                                vol_window_hours=args.vol_window_hours,
+                                vol_multiplier=args.vol_multiplier)
+    except ValueError as exc:
+        raise HedgeflowError(f"invalid backtest settings: {exc}") from None
+    try:
+        result = backtest_premiums(series.ts_s, series.close_usd, config=config,
+                                   premium_config=PremiumConfig())
+    except ValueError as exc:
+        raise HedgeflowError(f"cannot backtest {args.data}: {exc}") from None
     summary = lambda s: {k: (None if isinstance(v, float) and not math.isfinite(v) else v)  # noqa: E731
                          for k, v in dataclasses.asdict(s).items()}
     print(json.dumps({
         "data": series.path, "bars": len(series),
-        "from_utc": _iso(series.ts_s[0]), "to_utc": _iso(series.ts_s[-1]),
+        "from_utc": iso_utc(series.ts_s[0]), "to_utc": iso_utc(series.ts_s[-1]),
         "config": dataclasses.asdict(config), "n_skipped": result.n_skipped,
         "summary": summary(result.summary),
         "by_tier_and_tenor": {f"{tier} {tenor:g}d": summary(s)
                               for (tier, tenor), s in result.by_group.items()},
     }, indent=2))
     return 0
-
-
-def _iso(ts: float) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(float(ts), dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -493,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     quote.add_argument("--amount", type=_positive_usd, default=1.0, metavar="COIN",
                        help="coins protected (default 1)")
     quote.add_argument("--db", metavar="PATH", help="DuckDB file (default storage.db_path)")
-    quote.add_argument("--at", type=float, metavar="EPOCH_S",
+    quote.add_argument("--at", type=_epoch_seconds, metavar="EPOCH_S",
                        help="price as of this time (default: the newest option ticker's time)")
     quote.add_argument("--spot", type=_positive_usd, metavar="USD",
                        help="spot price (default: the newest ok oracle price, else the chain's index)")

@@ -41,3 +41,11 @@ class SimulatedClock:
         if seconds < 0:
             raise ValueError("a simulated clock does not go backwards")
         self._now += seconds
+
+
+def iso_utc(ts_s: float) -> str:
+    """Epoch seconds as ISO 8601 in UTC with a ``Z`` (``2026-12-25T08:00:00Z``), as hedgeflow
+    prints times."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(float(ts_s), dt.timezone.utc).isoformat().replace("+00:00", "Z")

@@ -543,10 +543,10 @@ class AnalyticsConfig(_Section):
 
     Volatility: oracle prices are sampled into ``volatility_bar_s`` bars; the realized volatility
     over the trailing ``volatility_window_s`` (24 h, what the hedge engine reads) is published every
-    bar and is "ready" once ``volatility_min_coverage_s`` of bars are in the window. A return
-    larger than ``anomaly_z`` forecast standard deviations raises an alert (on the 1-minute BTC bars of
-    January 2022, z = 4 raised about 9 alerts a day, z = 5 about 4, z = 6 under 2: crypto returns
-    have fat tails, so the default is 5).
+    bar and is "ready" once ``volatility_min_coverage_s`` of bars are in the window. A return (or a
+    recent realized volatility) more than ``anomaly_z`` forecast standard deviations out raises an
+    alert (on the 1-minute BTC bars of January 2022, z = 4 raised about 9 alerts a day, z = 5 about
+    4, z = 6 under 2: crypto returns have fat tails, so the default is 5).
 
     Surface: every ``surface_interval_s`` the option chain of each asset (tickers no older than
     ``surface_max_age_s``, expiring at least ``surface_min_expiry_s`` later) is refitted by
@@ -598,6 +598,10 @@ class AnalyticsConfig(_Section):
         if self.volatility_window_s < 2 * self.volatility_bar_s:
             self._fail("volatility_window_s", "must hold at least two bars (>= 2 x volatility_bar_s)",
                        "volatility_bar_s")
+        try:
+            self.volatility_model_configs()
+        except ValueError as exc:  # the model's own rules (a whole number of bars, ...)
+            self._fail("volatility_window_s", str(exc), "volatility_bar_s", "volatility_min_coverage_s")
         if self.worker not in WORKERS:
             self._fail("worker", f"must be one of {', '.join(WORKERS)}, got {self.worker!r}")
         if self.worker == "dask" and not self.dask_address:
@@ -607,6 +611,19 @@ class AnalyticsConfig(_Section):
             self._fail("surface_method", f'must be "", "svi", "ssvi" or "essvi", got {self.surface_method!r}')
         if not self.premium_expiry_days or any(not (d > 0) for d in self.premium_expiry_days):
             self._fail("premium_expiry_days", f"must be positive days, got {self.premium_expiry_days!r}")
+
+
+    def volatility_model_configs(self):
+        """The streaming volatility's and the anomaly detector's configs (models.volatility)."""
+        from models.volatility import AnomalyConfig, RollingVolConfig
+
+        return (
+            RollingVolConfig(bar_s=self.volatility_bar_s, window_s=self.volatility_window_s,
+                             min_coverage_s=self.volatility_min_coverage_s),
+            # One threshold for both: a return, or a recent volatility, this many forecast
+            # standard deviations out.
+            AnomalyConfig(return_z=self.anomaly_z, vol_ratio_z=self.anomaly_z),
+        )
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,9 @@ Sources (websockets live, capture files in replay) emit ``RawBatch``es into ``ra
 ``ConnectionEvent``s into ``health``; a clock-driven timer emits the time into ``ticks``, which
 publishes oracle prices even when no quote arrives (so a silent feed turns the oracle "halted"),
 finds silent instruments, and flushes the writer on time. Every node is synchronous, so one emit
-into ``raw`` runs the whole graph to the database before it returns. The same graph serves live
+into ``raw`` runs the whole graph to the database before it returns; only the analytics' heavy
+work (surface refits, Monte Carlo) leaves the loop for a worker, and its results re-enter as
+emits into ``surfaces`` and ``policy_risk`` on the loop. The same graph serves live
 runs, replay and backtests: only the sources and the clock differ.
 """
 

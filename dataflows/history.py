@@ -2,7 +2,7 @@
 ``open``, ``high``, ``low``, ``close``, ``volume``; any row order), as the backtests read them.
 
 Timestamps are read as UTC: ISO text (``2021-12-31 23:01:00``, naive means UTC), or epoch numbers
-(seconds, milliseconds or microseconds, told apart by size). Rows come back sorted by time; a
+(seconds, milliseconds, microseconds or nanoseconds, told apart by size). Rows come back sorted by time; a
 repeated timestamp is an error, not silently averaged.
 """
 
@@ -41,7 +41,8 @@ class OhlcvSeries:
 def _epoch_seconds(column: pd.Series, path: str) -> np.ndarray:
     if pd.api.types.is_numeric_dtype(column):
         values = column.to_numpy(dtype=np.float64)
-        scale = np.where(values > 1e14, 1e-6, np.where(values > 1e11, 1e-3, 1.0))
+        # Epoch seconds of today are ~1.7e9: milliseconds ~1.7e12, micro ~1.7e15, nano ~1.7e18.
+        scale = np.select([values > 1e17, values > 1e14, values > 1e11], [1e-9, 1e-6, 1e-3], 1.0)
         return values * scale
     try:
         when = pd.to_datetime(column, utc=True, format="mixed")
@@ -69,6 +70,10 @@ def load_ohlcv(path: str | Path) -> OhlcvSeries:
     if frame.empty:
         raise HedgeflowError(f"{path} holds no rows")
     ts = _epoch_seconds(frame["timestamp"], path)
+    missing_ts = ~np.isfinite(ts)
+    if missing_ts.any():
+        raise HedgeflowError(f"{path}: {int(missing_ts.sum())} rows have no timestamp (the first is "
+                             f"data row {int(np.argmax(missing_ts)) + 1}); fill or remove them")
     order = np.argsort(ts, kind="stable")
     ts = ts[order]
     repeated = np.flatnonzero(np.diff(ts) == 0.0)

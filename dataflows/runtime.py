@@ -79,6 +79,9 @@ class Pipeline:
     async def start(self) -> None:
         cfg = self.config
         feeds = cfg.feeds
+        # First, before anything is opened: reaching a dask scheduler may fail (or take its
+        # timeout), and a failure must leave no database or simulator behind.
+        analytics = build_analytics(cfg.analytics)
         self.urls = {e: getattr(feeds, f"{e}_url") for e in feeds.exchanges}
         simulated = [e for e, url in self.urls.items() if not url]
         if simulated:
@@ -102,7 +105,7 @@ class Pipeline:
             ),
             silence_limit_s=feeds.silence_gap_s,
             out_of_order=cfg.storage.out_of_order,
-            analytics=build_analytics(cfg.analytics),
+            analytics=analytics,
         )
         self.graph.oracle_prices.sink(self.oracle_view.on_prices)
         if cfg.chain.enabled:

@@ -3,7 +3,8 @@ cluster, or inline.
 
 A ``Worker`` takes a picklable function and its arguments and calls ``on_done(result_or_error)``
 when the work is finished. Pools and dask call back from another thread; ``Worker`` moves the
-callback onto the event loop it was built on (``loop.call_soon_threadsafe``), because streamz nodes
+callback onto the event loop that submitted the work (or the ``loop`` it was given;
+``loop.call_soon_threadsafe``), because streamz nodes
 and Bokeh models must only be touched from that loop. ``inline`` calls the function at once, in
 the caller: replay and backtests use it so that their results do not depend on timing.
 
@@ -79,6 +80,9 @@ class Worker:
         on_done(result)
 
     def submit(self, on_done: Callable[[Any], None], fn: Callable, *args) -> None:
+        """Run ``fn(*args)``; ``on_done`` gets its result or a ``WorkFailed``, exactly once, on the
+        loop (at once for "inline", and when the work cannot even be submitted: a broken process
+        pool, a closed dask client). Work cancelled by ``close`` calls nothing back."""
         self.submitted += 1
         if self.kind == "inline":
             try:
@@ -88,16 +92,24 @@ class Worker:
             self._deliver(on_done, result)
             return
         loop = self._loop or asyncio.get_running_loop()
-        future = self._client.submit(fn, *args, pure=False) if self._client else self._pool.submit(fn, *args)
+        try:
+            future = (self._client.submit(fn, *args, pure=False) if self._client
+                      else self._pool.submit(fn, *args))
+        except Exception as exc:  # e.g. BrokenProcessPool after a worker process died
+            self._deliver(on_done, WorkFailed(exc))
+            return
 
         def done(f) -> None:
+            if f.cancelled():
+                return  # cancelled at close: nobody is waiting for it, and it did not fail
             try:
                 result = f.result()
             except BaseException as exc:
                 result = WorkFailed(exc)
-            if loop.is_closed():
-                return
-            loop.call_soon_threadsafe(self._deliver, on_done, result)
+            try:
+                loop.call_soon_threadsafe(self._deliver, on_done, result)
+            except RuntimeError:
+                pass  # the loop closed meanwhile: the graph that asked is gone
 
         future.add_done_callback(done)
 

@@ -87,6 +87,15 @@ class OptionBook:
                 self._latest[instrument] = row
                 self._asset[instrument] = asset
 
+    def evict_expired(self, now_s: float) -> int:
+        """Forget the instruments that expired by ``now_s`` (they can never be quoted again);
+        returns how many."""
+        gone = [name for name, row in self._latest.items() if row[1] <= now_s]
+        for name in gone:
+            del self._latest[name]
+            del self._asset[name]
+        return len(gone)
+
     def snapshot(self, asset: str, now_s: float, *, max_age_s: float = 300.0,
                  min_expiry_s: float = 3_600.0) -> ChainSnapshot:
         """``asset``'s chain at ``now_s``: tickers no older than ``max_age_s``, expiring at least
@@ -104,8 +113,9 @@ class OptionBook:
         forward = cols["underlying_usd"].astype(np.float64)
         is_call = cols["is_call"].astype(bool)
         otm = np.where(is_call, strike >= forward, strike < forward)
+        age_s = now_s - event_ts
         keep = (
-            (now_s - event_ts <= max_age_s)
+            (age_s >= 0.0) & (age_s <= max_age_s)  # nothing from after now_s (a quote "as of")
             & (expiry_utc - now_s >= min_expiry_s)
             & (forward > 0.0) & (strike > 0.0) & otm
         )
@@ -120,11 +130,14 @@ class OptionBook:
         both = np.isfinite(bid) & np.isfinite(ask) & (bid > 0.0) & (ask >= bid)
         mid_price = np.where(both, 0.5 * (bid + ask), mark)
 
+        # A premium is inverted with the time left when it was quoted, not at ``now_s``.
+        quoted_years = (expiry_utc - event_ts[pick]) / SECONDS_PER_YEAR
+
         def vol_of(price_coin: np.ndarray) -> np.ndarray:
             if price_coin.size == 0:
                 return np.empty(0)
-            return np.asarray(implied_vol_from_coin(price_coin, forward, strike, years, is_call),
-                              dtype=np.float64)
+            return np.asarray(implied_vol_from_coin(price_coin, forward, strike, quoted_years,
+                                                    is_call), dtype=np.float64)
 
         index_all = cols["index_usd"].astype(np.float64)[pick]
         event_kept = event_ts[pick]

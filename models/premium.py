@@ -165,8 +165,8 @@ class PremiumConfig:
     """How a premium is made (PF-105's parameters). Hashable, so it can key a cache.
 
     - ``tiers``: the tier grid ``price_tiers`` prices (unique names);
-    - ``rate_annual``: discount rate and carry of the forward ``S exp(rT)``; set it to the carry the
-      surface was fitted with (hedgeflow settles protection on spot; 0 by default);
+    - ``rate_annual``: discount rate and carry of the forward ``S exp(rT)``; the graph sets it per
+      expiry to the carry of the surface's forward (``with_forward``); 0 by default;
     - ``jumps``, ``jump_mode`` ("matched" or "additive"), ``min_diffusion_fraction``: the Merton
       jump adjustment (module docstring);
     - vol-of-vol margin ``= vega * vol_strike * vol_of_vol_annual * sqrt(T) * vol_of_vol_sd``: the
@@ -223,6 +223,17 @@ class PremiumConfig:
             if t.name == name:
                 return t
         raise ValueError(f"no tier {name!r}; the tiers are {[t.name for t in self.tiers]}")
+
+    def with_forward(self, spot_usd: float, forward_usd: float, expiry_years: float) -> PremiumConfig:
+        """This config with ``rate_annual`` the carry ``ln(F / S) / T`` of a market forward, so
+        that ``S e^{rT}`` is that forward and the put is priced as the option market prices it:
+        Deribit's USD premium is its coin premium times the index, ``Black-76(F) / F * S =
+        e^{-rT} Black-76(F)``, exactly Black-Scholes on spot at this rate. ValueError when the
+        forward does not give a usable carry (not positive, or a rate beyond +-100 %)."""
+        _finite("spot_usd", spot_usd, low=0.0, strict=True)
+        _finite("forward_usd", forward_usd, low=0.0, strict=True)
+        _finite("expiry_years", expiry_years, low=0.0, strict=True)
+        return replace(self, rate_annual=math.log(forward_usd / spot_usd) / expiry_years)
 
     def without_margins(self) -> PremiumConfig:
         """This configuration with no vol-of-vol or liquidity margin, no markup and no rounding:
@@ -348,15 +359,18 @@ def diffusion_vol_annual(vol_annual, jumps: MertonJumps, *, mode: str = "matched
 
 def _positive_array(name: str, value) -> np.ndarray:
     a = np.asarray(value, dtype=np.float64)
-    if not np.all(np.isfinite(a) & (a > 0.0)):
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+    bad = ~(np.isfinite(a) & (a > 0.0))
+    if np.any(bad):
+        shown = value if a.ndim == 0 else f"{a[bad].ravel()[0]!r} (one of {int(bad.sum())} of {a.size})"
+        raise ValueError(f"{name} must be finite and > 0, got {shown}")
     return a
 
 
 def _vol_array(name: str, value) -> np.ndarray:
     a = _positive_array(name, value)
     if np.any(a > _MAX_VOL):
-        raise ValueError(f"{name} is an annualized fraction (0.55 for 55 %), got {value!r}")
+        raise ValueError(f"{name} is an annualized fraction (0.55 for 55 %), got "
+                         f"{float(a.max())!r} (the largest of {a.size})")
     return a
 
 

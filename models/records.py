@@ -256,9 +256,9 @@ class SurfaceRecord:
     fit_ms: float
     spot_usd: float
     expiry_years: tuple[float, ...]
-    atm_vol: tuple[float, ...]
-    rr25: tuple[float, ...]
-    bf25: tuple[float, ...]
+    atm_vol_annual: tuple[float, ...]
+    rr25_vol_annual: tuple[float, ...]
+    bf25_vol_annual: tuple[float, ...]
     params_json: str
 
 
@@ -275,9 +275,10 @@ class PremiumQuoteRecord:
     expiry_utc: float
     amount_coin: float
     spot_usd: float
-    vol_strike: float
-    vol_atm: float
-    vol_reference: float
+    forward_usd: float
+    vol_strike_annual: float
+    vol_atm_annual: float
+    vol_reference_annual: float
     premium_usd: float
     intrinsic_usd: float
     time_value_usd: float

@@ -56,21 +56,28 @@ def quarantine_by_reason(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     ).df()
 
 
-def latest_option_tickers(con: duckdb.DuckDBPyConnection, asset: str) -> dict[str, np.ndarray]:
-    """The newest ticker of each of ``asset``'s options, as numpy columns named like
-    ``models.records.OptionTickerBatch`` (times as epoch seconds), ready for
-    ``models.option_book.OptionBook.update``. Empty columns when the asset has no options."""
+def option_assets(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The assets that have option tickers, sorted."""
+    return [r[0] for r in con.execute("SELECT DISTINCT asset FROM option_tickers ORDER BY 1").fetchall()]
+
+
+def latest_option_tickers(con: duckdb.DuckDBPyConnection, asset: str,
+                          as_of_s: float | None = None) -> dict[str, np.ndarray]:
+    """The newest ticker of each of ``asset``'s options at or before ``as_of_s`` (epoch s; None:
+    the newest of all), as numpy columns named like ``models.records.OptionTickerBatch`` (times as
+    epoch seconds), ready for ``models.option_book.OptionBook.update``. Empty columns when the
+    asset has no options then."""
     rows = con.execute(
         """
         SELECT instrument, asset, epoch_us(event_ts) / 1e6 AS event_ts,
                epoch_us(expiry_utc) / 1e6 AS expiry_utc, strike_usd, is_call,
                bid_coin, ask_coin, mark_coin, underlying_usd, index_usd, open_interest
         FROM option_tickers
-        WHERE asset = ?
+        WHERE asset = ? AND (CAST(? AS DOUBLE) IS NULL OR epoch_us(event_ts) <= CAST(? AS DOUBLE) * 1e6)
         QUALIFY row_number() OVER (PARTITION BY instrument ORDER BY event_ts DESC) = 1
         ORDER BY instrument
         """,
-        [asset],
+        [asset, as_of_s, as_of_s],
     ).fetchnumpy()
     columns = {}
     for name, values in rows.items():
@@ -81,21 +88,36 @@ def latest_option_tickers(con: duckdb.DuckDBPyConnection, asset: str) -> dict[st
     return columns
 
 
-def latest_volatility(con: duckdb.DuckDBPyConnection, asset: str) -> float | None:
-    """``asset``'s newest ready 24 h realized volatility (annualized fraction), or None."""
+def latest_volatility(con: duckdb.DuckDBPyConnection, asset: str,
+                      as_of_s: float | None = None) -> float | None:
+    """``asset``'s newest ready, positive 24 h realized volatility (annualized fraction) at or before
+    ``as_of_s`` (epoch s; None: the newest), or None (also for a database from before the
+    analytics tables)."""
+    if not _has_table(con, "volatility"):
+        return None
     row = con.execute(
-        "SELECT vol_annual FROM volatility WHERE asset = ? AND ready AND vol_annual IS NOT NULL "
+        "SELECT vol_annual FROM volatility WHERE asset = ? AND ready AND vol_annual > 0 "
+        "AND (CAST(? AS DOUBLE) IS NULL OR epoch_us(ts) <= CAST(? AS DOUBLE) * 1e6) "
         "ORDER BY ts DESC LIMIT 1",
-        [asset],
+        [asset, as_of_s, as_of_s],
     ).fetchone()
     return None if row is None else float(row[0])
 
 
-def latest_oracle_price(con: duckdb.DuckDBPyConnection, asset: str) -> tuple[float, float] | None:
-    """``asset``'s newest "ok" oracle price as (epoch seconds, price USD), or None."""
+def latest_oracle_price(con: duckdb.DuckDBPyConnection, asset: str,
+                        as_of_s: float | None = None) -> tuple[float, float] | None:
+    """``asset``'s newest "ok" oracle price at or before ``as_of_s`` (epoch s; None: the newest) as
+    (epoch seconds, price USD), or None."""
     row = con.execute(
         "SELECT epoch_us(ts) / 1e6, price FROM oracle_prices "
-        "WHERE asset = ? AND status = 'ok' AND price IS NOT NULL ORDER BY ts DESC LIMIT 1",
-        [asset],
+        "WHERE asset = ? AND status = 'ok' AND price IS NOT NULL "
+        "AND (CAST(? AS DOUBLE) IS NULL OR epoch_us(ts) <= CAST(? AS DOUBLE) * 1e6) "
+        "ORDER BY ts DESC LIMIT 1",
+        [asset, as_of_s, as_of_s],
     ).fetchone()
     return None if row is None else (float(row[0]), float(row[1]))
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                       [name]).fetchone()[0] > 0

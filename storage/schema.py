@@ -158,9 +158,9 @@ TABLES: dict[str, str] = {
             fit_ms                  DOUBLE NOT NULL,
             spot_usd                DOUBLE,
             expiry_years            DOUBLE[] NOT NULL,
-            atm_vol                 DOUBLE[] NOT NULL,
-            rr25                    DOUBLE[] NOT NULL,
-            bf25                    DOUBLE[] NOT NULL,
+            atm_vol_annual          DOUBLE[] NOT NULL,
+            rr25_vol_annual         DOUBLE[] NOT NULL,
+            bf25_vol_annual         DOUBLE[] NOT NULL,
             params_json             VARCHAR NOT NULL
         )""",
     "premium_quotes": """
@@ -172,9 +172,10 @@ TABLES: dict[str, str] = {
             expiry_utc      TIMESTAMPTZ NOT NULL,
             amount_coin     DOUBLE NOT NULL,
             spot_usd        DOUBLE NOT NULL,
-            vol_strike      DOUBLE,
-            vol_atm         DOUBLE,
-            vol_reference   DOUBLE,
+            forward_usd           DOUBLE NOT NULL,   -- the expiry's forward the put is priced on
+            vol_strike_annual     DOUBLE,
+            vol_atm_annual        DOUBLE,
+            vol_reference_annual  DOUBLE,
             premium_usd     DOUBLE,
             intrinsic_usd   DOUBLE,
             time_value_usd  DOUBLE,

@@ -7,6 +7,7 @@ graph fits has a known truth: the SSVI surface the quotes were made from.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 
 import numpy as np
@@ -24,18 +25,20 @@ from dataflows.analytics import (
 from dataflows.config import load_config
 from dataflows.workers import Worker
 from models.option_book import OptionBook
-from models.option_chain import BTC_SURFACE, atm_vol, build_chain, quote_chain
-from models.premium import PremiumConfig
+from models.option_chain import BTC_SURFACE, atm_vol, build_chain, implied_vol_surface, quote_chain
+from models.premium import BREAKDOWN_FIELDS, PremiumConfig
 from models.records import OptionTickerBatch, OraclePrice
 
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 SPOT = 40_000.0
 
 
-def chain_batch(now_s: float = T0, spot_usd: float = SPOT, asset: str = "BTC") -> OptionTickerBatch:
-    """Every option of the simulator's chain quoted at ``now_s``, as the Deribit adapter emits them."""
-    spec = build_chain(asset, spot_usd, now_s, BTC_SURFACE)
-    q = quote_chain(spec, spot_usd, now_s, BTC_SURFACE)
+def chain_batch(now_s: float = T0, spot_usd: float = SPOT, asset: str = "BTC",
+                carry_annual: float = 0.0) -> OptionTickerBatch:
+    """Every option of the simulator's chain quoted at ``now_s``, as the Deribit adapter emits
+    them; each expiry's forward is ``spot exp(carry T)``."""
+    spec = build_chain(asset, spot_usd, now_s, BTC_SURFACE, carry_annual)
+    q = quote_chain(spec, spot_usd, now_s, BTC_SURFACE, carry_annual)
     n = len(spec)
     no_bid = q.bid_coin <= 0.0
     return OptionTickerBatch.from_columns(
@@ -117,9 +120,9 @@ def test_fit_chain_recovers_the_simulators_surface():
     assert record.arbitrage_ok
     years = np.asarray(record.expiry_years)
     # The ATM term structure within a vol point of the surface the quotes came from.
-    np.testing.assert_allclose(record.atm_vol, atm_vol(years, BTC_SURFACE), atol=0.01)
+    np.testing.assert_allclose(record.atm_vol_annual, atm_vol(years, BTC_SURFACE), atol=0.01)
     # Put skew: the 25-delta risk reversal is negative at every expiry (rho < 0).
-    assert max(record.rr25) < 0.0
+    assert max(record.rr25_vol_annual) < 0.0
     assert record.spot_usd == SPOT
 
 
@@ -202,13 +205,13 @@ def test_premium_node_prices_every_tier_and_expiry_off_each_surface():
         assert q.premium_usd == pytest.approx(parts, rel=1e-12, abs=1e-9)
         assert q.premium_usd > 0.0 and q.amount_coin == 2.0 and q.spot_usd == SPOT
         # No realized volatility yet: the reference is the surface's ATM vol.
-        assert q.vol_reference == pytest.approx(q.vol_atm, rel=1e-9)
+        assert q.vol_reference_annual == pytest.approx(q.vol_atm_annual, rel=1e-9)
     # A ready realized volatility becomes the reference.
     from models.records import VolatilityEstimate
 
     node.on_volatility([VolatilityEstimate("BTC", T0, 86_400.0, 1_000, 0.3, 0.3, True)])
     surfaces.emit([outcome])
-    assert {q.vol_reference for q in quotes[1]} == {0.3}
+    assert {q.vol_reference_annual for q in quotes[1]} == {0.3}
     # Later expiries cost more, tier for tier.
     by = {(q.tier, round((q.expiry_utc - T0) / 86_400.0)): q.premium_usd for q in quotes[1]}
     for tier in config.tiers:
@@ -231,3 +234,46 @@ def test_build_analytics_follows_the_section():
     assert analytics.refitter.worker.kind == "inline"
     assert analytics.volatility.vol_config.bar_s == cfg.volatility_bar_s
     analytics.close()
+
+
+def test_premiums_are_priced_on_the_surfaces_forward_when_the_market_has_carry():
+    carry = 0.10  # a 10 % basis: BTC futures well above spot
+    book = OptionBook()
+    book.update(chain_batch(carry_annual=carry))
+    outcome = fit_chain(book.snapshot("BTC", T0 + 1.0), "", 20)
+    node = PremiumNode(PremiumConfig(), expiry_days=[30.0, 90.0])
+    quotes = node.on_surfaces([outcome])
+    assert len(quotes) == 2 * len(PremiumConfig().tiers)
+    for q in quotes:
+        years = (q.expiry_utc - q.ts) / (365 * 86_400.0)
+        assert q.forward_usd == pytest.approx(SPOT * math.exp(carry * years), rel=2e-3)
+        # The vol comes from the smile at ln(K / F), where the chain put the strike, not ln(K / S).
+        truth = implied_vol_surface(math.log(q.strike_usd / q.forward_usd), years, BTC_SURFACE)
+        assert q.vol_strike_annual == pytest.approx(truth, abs=0.01)
+        assert q.premium_usd == pytest.approx(sum(getattr(q, f) for f in BREAKDOWN_FIELDS), abs=1e-9)
+    # Against the same surface priced as if the forward were spot: a put on a forward 10 % a
+    # year above spot is worth less.
+    on_spot = PremiumNode(PremiumConfig(), expiry_days=[90.0])
+    on_forward = {q.tier: q for q in quotes if q.expiry_utc == expiry_at(T0 + 1.0, 90.0)}
+    from dataflows.analytics import FitOutcome
+
+    zero_carry = dataclasses.replace(outcome.fit, forward_usd=np.full_like(outcome.fit.forward_usd, SPOT))
+    for q in on_spot.on_surfaces([FitOutcome("BTC", outcome.ts, SPOT, zero_carry, outcome.record)]):
+        assert on_forward[q.tier].premium_usd < q.premium_usd
+
+
+def test_a_broken_realized_volatility_is_not_a_reference_and_a_refused_surface_does_not_stop_the_node():
+    from models.records import VolatilityEstimate
+
+    book = OptionBook()
+    book.update(chain_batch())
+    outcome = fit_chain(book.snapshot("BTC", T0 + 1.0), "", 20)
+    node = PremiumNode(PremiumConfig(), expiry_days=[7.0])
+    node.on_volatility([VolatilityEstimate("BTC", T0, 86_400.0, 1_000, 18.0, 18.0, True)])  # 1,800 %
+    assert node.reference_vol == {}
+    from dataflows.analytics import FitOutcome
+
+    # A fit whose forward is broken (NaN) cannot be priced: logged, counted, the others go on.
+    broken = dataclasses.replace(outcome.fit, forward_usd=np.full_like(outcome.fit.forward_usd, np.nan))
+    quotes = node.on_surfaces([FitOutcome("ETH", outcome.ts, SPOT, broken, outcome.record), outcome])
+    assert node.refused == 1 and {q.asset for q in quotes} == {"BTC"}

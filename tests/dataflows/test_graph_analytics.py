@@ -112,10 +112,7 @@ def test_oracle_prices_feed_the_volatility_table(db_path):
 
 
 def test_policy_risk_is_reproducible_and_independent_of_batch_order():
-    graph_config = analytics_config()
-    analytics = build_analytics(graph_config, Worker("inline"))
-    got = []
-    analytics.risk.emit = got.append
+    analytics = build_analytics(analytics_config(), Worker("inline"))
     from dataflows.analytics import fit_chain
     from models.option_book import OptionBook
 
@@ -158,13 +155,12 @@ def test_surface_fits_and_monte_carlo_run_on_a_dask_local_cluster(db_path):
                         if out["policy_risk"]:
                             break
                         await asyncio.sleep(0.1)
-                    workers_used = {w: len(tasks) for w, tasks in (await client.processing()).items()}
                 finally:
                     graph.close()
                     release(*streams.values())
-                return out, worker, workers_used
+                return out, worker
 
-    out, worker, _ = asyncio.run(main())
+    out, worker = asyncio.run(main())
     assert len(out["surfaces"]) == 1 and out["surfaces"][0][0].fit is not None
     assert len(out["policy_risk"]) == 1 and len(out["premium_quotes"]) == 1
     # One task for the fit of every asset, one for the Monte Carlo of every quote: batches.
@@ -220,6 +216,28 @@ def test_quote_without_a_database_says_which_file_is_missing(tmp_path, capsys):
     assert exit_code(["quote", "--asset", "BTC", "--strike", "36000", "--expiry", "2023-12-29",
                       "--db", str(tmp_path / "none.duckdb")]) == 2
     assert "database not found" in capsys.readouterr().err
+
+
+def test_quote_at_a_time_reads_nothing_stored_after_it(tmp_path, capsys):
+    db = tmp_path / "two.duckdb"
+    graph, clock = make_graph(db, Worker("inline"), risk_enabled=False)
+    graph.data["option_tickers"].emit(chain_batch(T0))
+    graph.oracle_prices.emit([price("BTC", T0, SPOT)])
+    graph.data["option_tickers"].emit(chain_batch(T0 + 7_200.0, spot_usd=30_000.0))
+    graph.oracle_prices.emit([price("BTC", T0 + 7_200.0, 30_000.0)])
+    graph.close()
+    base = ["quote", "--asset", "BTC", "--strike", "30000", "--expiry", "2023-12-29", "--db", str(db)]
+    assert cli.main([*base, "--at", str(T0 + 1.0)]) == 0
+    then = json.loads(capsys.readouterr().out)
+    assert cli.main(base) == 0
+    newest = json.loads(capsys.readouterr().out)
+    assert then["spot_usd"] == SPOT and then["spot_source"] == "oracle"
+    assert newest["spot_usd"] == 30_000.0 and newest["priced_at_utc"] > then["priced_at_utc"]
+    assert then["premium_usd"] < newest["premium_usd"]  # a 30k put is far cheaper at 40k spot
+    assert exit_code([*base, "--at", str(T0 - 60.0)]) == 2
+    assert "or a later --at" in capsys.readouterr().err
+    assert exit_code([*base, "--at", "nan"]) == 2
+    assert "expected epoch seconds" in capsys.readouterr().err
 
 
 def exit_code(argv) -> int:

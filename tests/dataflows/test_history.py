@@ -21,7 +21,8 @@ def test_the_recorded_one_minute_file_loads_in_time_order():
     assert np.all(np.diff(series.ts_s) > 0)
 
 
-@pytest.mark.parametrize("unit, scale", [("s", 1), ("ms", 1_000), ("us", 1_000_000)])
+@pytest.mark.parametrize("unit, scale", [("s", 1), ("ms", 1_000), ("us", 1_000_000),
+                                         ("ns", 1_000_000_000)])
 def test_shuffled_parquet_with_epoch_numbers_comes_back_sorted(tmp_path, unit, scale):
     ts = 1_700_000_000 + 60 * np.arange(5)
     frame = pd.DataFrame({"timestamp": ts * scale, "open": 1.0, "high": 2.0, "low": 0.5,
@@ -50,6 +51,7 @@ def test_a_close_only_csv_is_bars_of_their_close(tmp_path):
         ("timestamp,close\n2022-01-01,1\n2022-01-01,2\n", "appears more than once"),
         ("timestamp,close\n2022-01-01,1\n2022-01-02,-3\n", "1 rows have no positive close"),
         ("timestamp,close\nyesterday,1\n", "cannot read column timestamp"),
+        ("timestamp,close\n2022-01-01,1\n,2\n", "1 rows have no timestamp"),
     ],
 )
 def test_mistakes_in_the_file_are_named(tmp_path, text, message):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import threading
 
 import pytest
@@ -19,8 +20,8 @@ def fail(message):
     raise ValueError(message)
 
 
-def thread_name(_):
-    return threading.current_thread().name
+def where(_):
+    return threading.current_thread().name, os.getpid()
 
 
 def test_inline_worker_calls_back_at_once_and_catches_errors():
@@ -47,17 +48,52 @@ def test_pool_worker_delivers_on_the_loop_thread(kind):
                 done.set()
 
         worker.submit(on_done, square_sum, [3, 4])
-        worker.submit(on_done, thread_name, None)
+        worker.submit(on_done, where, None)
         await asyncio.wait_for(done.wait(), 60)
         worker.close()
         return got, loop_thread
 
     got, loop_thread = asyncio.run(main())
     assert got[0] == (25, loop_thread)
-    # The work itself ran elsewhere (a pool thread, or another process's main thread).
-    assert got[1][1] == loop_thread
+    # The work itself ran elsewhere (a pool thread, or another process), its result came back
+    # on the loop's thread.
+    (work_thread, work_pid), delivered_on = got[1]
+    assert delivered_on == loop_thread
     if kind == "thread":
-        assert got[1][0].startswith("hedgeflow-model")
+        assert work_thread.startswith("hedgeflow-model") and work_pid == os.getpid()
+    else:
+        assert work_pid != os.getpid()
+
+
+def test_work_that_cannot_be_submitted_fails_at_once_and_cancelled_work_calls_nothing_back():
+    async def main():
+        worker = Worker("thread")
+        got = []
+        started, release = threading.Event(), threading.Event()
+
+        def block():
+            started.set()
+            release.wait(10)
+            return "ran"
+
+        worker.submit(got.append, block)
+        worker.submit(got.append, square_sum, [1])  # queued behind the blocked one
+        started.wait(10)
+        closer = threading.Thread(target=worker.close)
+        closer.start()  # cancels the queued work, waits for the running one
+        await asyncio.sleep(0.05)
+        release.set()
+        closer.join(10)
+        await asyncio.sleep(0.05)  # let the running one's delivery reach the loop
+        # A closed pool refuses new work: the caller hears of it at once, as a failure.
+        worker.submit(got.append, square_sum, [2])
+        return worker, got
+
+    worker, got = asyncio.run(main())
+    assert got[0] == "ran"
+    assert isinstance(got[1], WorkFailed) and "shutdown" in str(got[1].error)
+    assert len(got) == 2  # the cancelled job called nothing back
+    assert (worker.submitted, worker.completed, worker.failed) == (3, 1, 1)
 
 
 def test_dask_worker_runs_on_a_local_cluster():

@@ -115,3 +115,25 @@ def test_a_price_no_volatility_reproduces_gives_nan_on_that_side_only():
     assert np.all(np.isfinite(snap.ask_vol[~calls]))
     has_bid = np.isfinite(snap.bid_vol)
     assert has_bid[calls].any()
+
+
+def test_a_snapshot_as_of_a_time_reads_nothing_quoted_after_it_and_expired_options_are_evicted():
+    chain, _, batch = tickers()
+    book = OptionBook()
+    book.update(batch)
+    assert len(book.snapshot("BTC", NOW - 1.0)) == 0  # every ticker is from after that time
+    assert len(book.snapshot("BTC", NOW)) > 0
+    first_expiry = float(np.min(chain.expiry_ts))
+    n_first = int(np.sum(chain.expiry_ts == first_expiry))
+    assert book.evict_expired(first_expiry - 1.0) == 0
+    assert book.evict_expired(first_expiry) == n_first and len(book) == len(chain) - n_first
+
+
+def test_a_premium_is_inverted_with_the_time_left_when_it_was_quoted():
+    _, _, batch = tickers()
+    book = OptionBook()
+    book.update(batch)
+    now = book.snapshot("BTC", NOW)
+    later = book.snapshot("BTC", NOW + 120.0)  # the same tickers, looked at two minutes on
+    np.testing.assert_array_equal(later.mid_vol, now.mid_vol)
+    assert np.all(later.expiry_years < now.expiry_years)

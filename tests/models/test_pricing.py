@@ -12,12 +12,17 @@ import pytest
 import QuantLib as ql
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.special import ndtr
 from vollib.black_scholes import black_scholes as vollib_price
 from vollib.black_scholes.implied_volatility import implied_volatility as vollib_implied_vol
 
 from models.pricing import (
+    _OPTIONS_PER_THREAD,
     _SMALL_T,
     Greeks,
+    _exp,
+    _log,
+    _norm_cdf_given_density,
     _normalised_black_vega,
     black76_greeks,
     black76_implied_vol,
@@ -272,6 +277,194 @@ def test_put_call_parity_of_one_pass_prices_and_greeks(S, k, T, r, sigma):
     assert gc.vega == pytest.approx(gp.vega, rel=1e-12, abs=1e-300)
     assert gc.theta - gp.theta == pytest.approx(-r * K * df, rel=1e-8, abs=1e-9 * (S + K))
     assert gc.rho - gp.rho == pytest.approx(K * T * df, rel=1e-8, abs=1e-9 * (S + K))
+
+
+# --------------------------------------------------------------------------- the compiled kernel
+
+
+def _numpy_formulas(x, K, T, r, sigma, call, on_spot, forward_ulps=0.0):
+    """Price, delta, gamma, vega, theta, rho by the closed forms in plain numpy (scipy's ndtr,
+    the limits by np.where; the implementation the compiled kernel replaced), Black-Scholes on
+    spot ``x`` or Black-76 on forward ``x``, with the forward ``x e^{rT}`` moved by
+    ``forward_ulps``. Also, per output, the size of the terms it is computed from: rounding errors
+    are relative to that, not to a result that is small through cancellation."""
+    *numbers, call = np.broadcast_arrays(
+        *(np.asarray(v, dtype=np.float64) for v in (x, K, T, r, sigma)), np.asarray(call, bool))
+    x, K, T, r, sigma = numbers
+    with np.errstate(all="ignore"):
+        df, growth = np.exp(-r * T), np.exp(r * T)
+        F = x * growth * (1.0 + forward_ulps * EPS) if on_spot else x
+        sign = np.where(call, 1.0, -1.0)
+        sqrt_t = np.sqrt(T)
+        stdev = sigma * sqrt_t
+        smooth = (stdev > 0.0) & (F > 0.0) & (K > 0.0)
+        d1 = np.log(F / K) / stdev + 0.5 * stdev
+        d2 = d1 - stdev
+        n1, n2 = ndtr(sign * d1), ndtr(sign * d2)
+        pdf = np.exp(-0.5 * d1 * d1) / math.sqrt(2.0 * math.pi)
+        intrinsic = np.maximum(sign * (F - K), 0.0)
+        step = np.where(F > K, 1.0, np.where(F < K, 0.0, 0.5))
+        undiscounted = np.where(smooth, np.maximum(sign * (F * n1 - K * n2), intrinsic),
+                                intrinsic)
+        delta_f = np.where(smooth, sign * n1, np.where(call, step, step - 1.0))
+        gamma_f = np.where(smooth, pdf / (F * stdev), 0.0)
+        vega_f = np.where(smooth, F * pdf * sqrt_t, 0.0)
+        dprice_dt = np.where(smooth, F * pdf * sigma / (2.0 * sqrt_t), 0.0)
+        n2 = np.where(smooth, n2, np.where(sign * (F - K) > 0.0, 1.0, np.where(F == K, 0.5, 0.0)))
+        price = df * undiscounted
+        price_terms = np.where(smooth, df * (F * n1 + K * n2), np.abs(price))
+        if on_spot:
+            k_term = sign * K * df * n2
+            values = (price, delta_f, gamma_f * growth, df * vega_f,
+                      -df * dprice_dt - r * k_term, T * k_term)
+            theta_terms = df * dprice_dt + np.abs(r * k_term)
+            scales = (price_terms, *np.abs(values[1:4]), theta_terms, np.abs(values[5]))
+        else:
+            values = (price, df * delta_f, df * gamma_f, df * vega_f, r * price - df * dprice_dt,
+                      -T * price)
+            theta_terms = np.abs(r) * price_terms + df * dprice_dt
+            scales = (price_terms, *np.abs(values[1:4]), theta_terms, T * price_terms)
+        bad = ~((x >= 0.0) & (K >= 0.0) & (T >= 0.0) & (sigma >= 0.0) & np.isfinite(r))
+    return [np.where(bad, np.nan, v) for v in values], scales
+
+
+def _assert_matches_the_numpy_formulas(price, greeks, x, K, T, r, sigma, call, on_spot):
+    """Each output within 2e-14 of the size of its terms of the numpy formulas, NaN exactly where
+    they are NaN. On spot, also within what 4 ulps of the forward ``x e^{rT}`` move the formulas:
+    numpy's exp and the kernel's are each within an ulp, and d1 moves by eps / stdev per ulp."""
+    reference, scales = _numpy_formulas(x, K, T, r, sigma, call, on_spot)
+    tolerances = [2e-14 * scale for scale in scales]
+    if on_spot:
+        for ulps in (-4.0, 4.0):
+            moved, _ = _numpy_formulas(x, K, T, r, sigma, call, on_spot, ulps)
+            tolerances = [t + np.abs(m - ref) for t, m, ref in zip(tolerances, moved, reference)]
+    for name, ours, ref, tol in zip(("price", *Greeks._fields), (price, *greeks), reference,
+                                    tolerances):
+        assert np.shape(ours) == ref.shape, name
+        np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref), err_msg=name)
+        finite = ~np.isnan(ref)
+        excess = np.abs(ours - ref)[finite] - np.broadcast_to(tol, ref.shape)[finite]
+        assert np.all(excess <= 0.0), (name, float(np.max(excess)))
+
+
+@pytest.mark.parametrize("model", ["bs", "black76"])
+def test_the_kernel_equals_the_numpy_formulas_with_degenerate_and_invalid_inputs(model):
+    """Strikes within 4 standard deviations of the forward (further out, N(d) loses ~d^2 ulps in
+    any implementation), with the degenerate limits and the invalid inputs mixed in."""
+    on_spot = model == "bs"
+    one_pass = bs_price_greeks if on_spot else black76_price_greeks
+    rng = np.random.default_rng(30 if on_spot else 31)
+    n = 20_000
+    x = np.exp(rng.uniform(0.0, np.log(1e5), n))
+    T = np.exp(rng.uniform(np.log(1e-3), np.log(3.0), n))
+    sigma = np.exp(rng.uniform(np.log(0.02), np.log(2.0), n))
+    r = rng.uniform(-0.05, 0.2, n)
+    forward = x * np.exp(r * T) if on_spot else x
+    K = forward * np.exp(rng.uniform(-4.0, 4.0, n) * sigma * np.sqrt(T))
+    call = rng.random(n) < 0.5
+    T[::13] = 0.0  # at expiry
+    sigma[::17] = 0.0  # no volatility
+    x[::19] = 0.0
+    K[::23] = 0.0
+    T[7::29], K[7::29] = 0.0, x[7::29]  # at the money at expiry: delta 1/2
+    x[1::31] = -1.0
+    K[2::37] = np.nan
+    T[3::41] = -0.5
+    sigma[4::43] = np.nan
+    r[5::47] = np.inf
+    r[6::53] = np.nan
+    price, greeks = one_pass(x, K, T, r, sigma, call)
+    _assert_matches_the_numpy_formulas(price, greeks, x, K, T, r, sigma, call, on_spot)
+    assert np.any(greeks.delta == 0.5) or np.any(greeks.delta == -0.5)
+    # The price alone is the one-pass price, bit for bit.
+    price_only = (bs_price if on_spot else black76_price)(x, K, T, r, sigma, call)
+    np.testing.assert_array_equal(price_only, price)
+
+
+@pytest.mark.parametrize("model", ["bs", "black76"])
+def test_the_kernel_broadcasts_like_the_numpy_formulas(model):
+    on_spot = model == "bs"
+    one_pass = bs_price_greeks if on_spot else black76_price_greeks
+    rng = np.random.default_rng(32)
+    x = rng.uniform(80.0, 125.0, (5, 1, 1))
+    K = rng.uniform(80.0, 125.0, (1, 4, 1))
+    T = np.array([0.0, 0.5, 1.0])
+    sigma = rng.uniform(0.3, 1.0, (4, 1))
+    call = np.array([True, False, True])
+    price, greeks = one_pass(x, K, T, 0.02, sigma, call)
+    assert price.shape == (5, 4, 3) and all(g.shape == (5, 4, 3) for g in greeks)
+    _assert_matches_the_numpy_formulas(price, greeks, x, K, T, 0.02, sigma, call, on_spot)
+    # Non-contiguous, read-only, integer inputs.
+    strided = np.broadcast_to(x, (5, 4, 3))[:, ::2, ::2]
+    price, greeks = one_pass(strided, 100, T[::2], 0, 0.4, [1, 0])
+    _assert_matches_the_numpy_formulas(price, greeks, strided, 100, T[::2], 0, 0.4, [1, 0],
+                                       on_spot)
+    # Scalars in, numpy scalars out.
+    price, greeks = one_pass(100.0, 90.0, 0.5, 0.01, 0.3, False)
+    assert all(isinstance(v, np.float64) for v in (price, *greeks))
+    _assert_matches_the_numpy_formulas(price, greeks, 100.0, 90.0, 0.5, 0.01, 0.3, False,
+                                       on_spot)
+    assert one_pass(np.empty((0, 2)), 100.0, 1.0, 0.0, 0.3, True)[0].shape == (0, 2)
+
+
+def test_large_batches_split_over_threads_give_the_same_prices_and_greeks():
+    S, K, T, r, sigma, call = _random_options(np.random.default_rng(33),
+                                              2 * _OPTIONS_PER_THREAD + 12_345)
+    price, greeks = bs_price_greeks(S, K, T, r, sigma, call)
+    step = _OPTIONS_PER_THREAD // 3  # below the threading threshold: one thread each
+    pieces = [bs_price_greeks(*(a[i:i + step] for a in (S, K, T, r, sigma, call)))
+              for i in range(0, len(S), step)]
+    np.testing.assert_array_equal(price, np.concatenate([p for p, _ in pieces]))
+    for j, name in enumerate(Greeks._fields):
+        np.testing.assert_array_equal(greeks[j], np.concatenate([g[j] for _, g in pieces]),
+                                      err_msg=name)
+
+
+def _ulps(ours: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    return np.abs(ours - exact) / np.spacing(np.abs(exact))
+
+
+def test_the_kernels_exp_is_within_an_ulp_and_handles_the_edges():
+    rng = np.random.default_rng(34)
+    x = np.r_[np.linspace(-708.0, 709.7, 3001), rng.uniform(-5.0, 5.0, 2000), 0.0, 1e-300]
+    ours = np.array([_exp(v) for v in x])
+    exact = np.array([float(mp.exp(mp.mpf(v))) for v in x])
+    assert np.max(_ulps(ours, exact)) <= 1.0
+    # Gradual underflow to 0, overflow to inf, NaN kept.
+    edges = np.array([-745.0, -740.0, -720.0, -745.2, -746.0, -1e300, -np.inf, 709.78, 709.79,
+                      1e300, np.inf])
+    with np.errstate(over="ignore", under="ignore"):
+        np.testing.assert_allclose([_exp(v) for v in edges], np.exp(edges), rtol=1e-12,
+                                   atol=1e-323)
+    assert np.isnan(_exp(np.nan))
+
+
+def test_the_kernels_log_is_within_two_ulps_and_handles_the_edges():
+    rng = np.random.default_rng(35)
+    x = np.r_[np.exp(rng.uniform(-744.0, 709.0, 3000)), 1.0 + EPS * np.arange(-50, 50),
+              rng.uniform(0.5, 2.0, 1000), 5e-324, 1e-310, 2.2250738585072014e-308,
+              2.225073858507201e-308, np.finfo(float).max]
+    ours = np.array([_log(v) for v in x])
+    exact = np.array([float(mp.log(mp.mpf(v))) for v in x])
+    exact_zero = exact == 0.0
+    assert np.all(ours[exact_zero] == 0.0)
+    assert np.max(_ulps(ours[~exact_zero], exact[~exact_zero])) <= 2.0
+    assert _log(0.0) == -np.inf and _log(np.inf) == np.inf
+    assert all(np.isnan(_log(v)) for v in (-1.0, -np.inf, np.nan))
+
+
+def test_the_kernels_normal_cdf_is_as_accurate_as_its_exponential_allows():
+    """N(x) from Cody's rationals and exp(-x^2/2): the exponential of a rounded -x^2/2 loses
+    ~x^2/2 ulps, as in scipy's ndtr; within (x^2/2 + 8) ulps of 40 digits, down to N ~ 1e-300."""
+    rng = np.random.default_rng(36)
+    x = np.r_[np.linspace(-37.0, 8.0, 2001), rng.normal(0.0, 3.0, 1000), 0.0, 0.66291, 5.6569]
+    ours = np.array([_norm_cdf_given_density(v, math.exp(-0.5 * v * v)) for v in x])
+    exact = np.array([float(mp.ncdf(mp.mpf(v))) for v in x])
+    error = np.abs(ours - exact) / exact
+    assert np.all(error <= (0.5 * x * x + 8.0) * EPS), float(np.max(error / ((0.5 * x * x + 8.0)
+                                                                               * EPS)))
+    assert _norm_cdf_given_density(-np.inf, 0.0) == 0.0
+    assert _norm_cdf_given_density(np.inf, 0.0) == 1.0
 
 
 # --------------------------------------------------------------------------- implied volatility
