@@ -110,10 +110,10 @@ def main(strikes_per_expiry: int, repeats: int) -> None:
           f"({both.sum()} options with both sides)")
 
     def implied_vols():
-        from models.option_chain import coin_price
+        from models.deribit import coin_premium
 
         for vol in (snap.mid_vol, snap.bid_vol, snap.ask_vol):
-            price = coin_price(snap.forward_usd, snap.strike_usd, snap.expiry_years,
+            price = coin_premium(snap.forward_usd, snap.strike_usd, snap.expiry_years,
                                np.nan_to_num(vol, nan=0.5), snap.is_call)
             implied_vol_from_coin(price, snap.forward_usd, snap.strike_usd, snap.expiry_years,
                                   snap.is_call)

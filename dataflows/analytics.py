@@ -424,8 +424,6 @@ class Analytics:
 def build_analytics(config, worker: Worker | None = None) -> Analytics:
     """The analytics nodes from an ``[analytics]`` section (dataflows.config.AnalyticsConfig);
     ``worker`` defaults to the one the section names."""
-    from models.premium import PremiumConfig
-
     if worker is None:
         try:
             worker = Worker(config.worker, dask_address=config.dask_address)
@@ -440,7 +438,7 @@ def build_analytics(config, worker: Worker | None = None) -> Analytics:
         min_expiry_s=config.surface_min_expiry_s, min_options=config.surface_min_options,
         enabled=config.surface_enabled,
     )
-    premium_config = PremiumConfig()
+    premium_config = config.premium_config()
     premium = PremiumNode(premium_config, expiry_days=config.premium_expiry_days,
                           amount_coin=config.premium_amount_coin)
     risk = PolicyRiskNode(
@@ -469,7 +467,7 @@ def quote_protection(con, *, asset: str, strike_usd: float, expiry_utc: float, a
     """
     from types import SimpleNamespace
 
-    from models.premium import PremiumConfig, quote_from_surface, quote_to_dict
+    from models.premium import quote_from_surface, quote_to_dict
     from storage.queries import (
         latest_oracle_price,
         latest_option_tickers,
@@ -512,7 +510,7 @@ def quote_protection(con, *, asset: str, strike_usd: float, expiry_utc: float, a
         reference, reference_source = float(outcome.fit.atm_vol(years)), "surface ATM"
     try:
         # The carry of the chain's forward over its own index, applied to this spot.
-        premium_config = PremiumConfig().with_forward(
+        premium_config = config.premium_config().with_forward(
             snapshot.spot_usd, float(outcome.fit.forward(years)), years)
         quote = quote_from_surface(outcome.fit, spot, strike_usd, years, amount_coin, reference,
                                    config=premium_config)

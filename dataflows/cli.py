@@ -387,8 +387,9 @@ def _positive_list(text: str) -> tuple[float, ...]:
 
 def cmd_premium_backtest(args: argparse.Namespace) -> int:
     from dataflows.history import load_ohlcv
-    from models.premium import PremiumConfig
     from models.premium_backtest import BacktestConfig, backtest_premiums
+
+    cfg = _config(args, {})
 
     series = load_ohlcv(args.data)
     try:
@@ -399,7 +400,7 @@ def cmd_premium_backtest(args: argparse.Namespace) -> int:
         raise HedgeflowError(f"invalid backtest settings: {exc}") from None
     try:
         result = backtest_premiums(series.ts_s, series.close_usd, config=config,
-                                   premium_config=PremiumConfig())
+                                   premium_config=cfg.analytics.premium_config())
     except ValueError as exc:
         raise HedgeflowError(f"cannot backtest {args.data}: {exc}") from None
     summary = lambda s: {k: (None if isinstance(v, float) and not math.isfinite(v) else v)  # noqa: E731

@@ -556,7 +556,10 @@ class AnalyticsConfig(_Section):
     --dask ADDRESS`` sets both).
 
     Premium: after each fit, puts on ``premium_amount_coin`` of each asset are priced for every
-    tier of models.premium and every expiry in ``premium_expiry_days`` (days from now, at 08:00 UTC).
+    tier of models.premium and every expiry in ``premium_expiry_days`` (days from now, at 08:00 UTC),
+    with Merton jumps of ``premium_jump_intensity_per_year`` a year, each a log return of mean
+    ``premium_jump_mean_log`` and stdev ``premium_jump_vol_log`` (``hedgeflow calibrate-jumps``
+    estimates them from a price history), and a vol-of-vol margin at ``premium_vol_of_vol_annual``.
 
     Policy risk: at most every ``risk_interval_s``, the seller's side of the newest premium quotes
     is simulated (``risk_paths`` Merton paths with daily steps to expiry, in the same worker as the
@@ -580,6 +583,10 @@ class AnalyticsConfig(_Section):
     dask_address: str = ""
     premium_amount_coin: float = 1.0
     premium_expiry_days: list[float] = field(default_factory=lambda: [7.0, 30.0, 90.0])
+    premium_jump_intensity_per_year: float = 6.0
+    premium_jump_mean_log: float = -0.08
+    premium_jump_vol_log: float = 0.06
+    premium_vol_of_vol_annual: float = 0.6
     risk_enabled: bool = True
     risk_interval_s: float = 60.0
     risk_paths: int = 10_000
@@ -599,6 +606,11 @@ class AnalyticsConfig(_Section):
             self._fail("volatility_window_s", "must hold at least two bars (>= 2 x volatility_bar_s)",
                        "volatility_bar_s")
         try:
+            self.premium_config()
+        except ValueError as exc:
+            self._fail("premium_jump_intensity_per_year", str(exc), "premium_jump_mean_log",
+                       "premium_jump_vol_log", "premium_vol_of_vol_annual")
+        try:
             self.volatility_model_configs()
         except ValueError as exc:  # the model's own rules (a whole number of bars, ...)
             self._fail("volatility_window_s", str(exc), "volatility_bar_s", "volatility_min_coverage_s")
@@ -612,6 +624,19 @@ class AnalyticsConfig(_Section):
         if not self.premium_expiry_days or any(not (d > 0) for d in self.premium_expiry_days):
             self._fail("premium_expiry_days", f"must be positive days, got {self.premium_expiry_days!r}")
 
+
+    def premium_config(self):
+        """The premium calculator's config (models.premium.PremiumConfig) from this section: every
+        caller (the graph, ``hedgeflow quote``, ``hedgeflow premium-backtest``) prices alike."""
+        from models.jumps import MertonJumps
+        from models.premium import PremiumConfig
+
+        return PremiumConfig(
+            jumps=MertonJumps(intensity_per_year=self.premium_jump_intensity_per_year,
+                              mean_log_jump=self.premium_jump_mean_log,
+                              vol_log_jump=self.premium_jump_vol_log),
+            vol_of_vol_annual=self.premium_vol_of_vol_annual,
+        )
 
     def volatility_model_configs(self):
         """The streaming volatility's and the anomaly detector's configs (models.volatility)."""

@@ -328,17 +328,6 @@ def round_up_tick(price):
     return np.ceil(up / tick_for(up) - 1e-9) * tick_for(up)
 
 
-def coin_price(F, K, T, sigma, call):
-    """An inverse option's premium in coin; an alias of ``models.deribit.coin_premium``."""
-    return coin_premium(F, K, T, sigma, call)
-
-
-def implied_vol_coin(price_coin, F, K, T, call):
-    """The vol of an inverse premium in coin, NaN where none gives it; an alias of
-    ``models.deribit.implied_vol_from_coin`` (Let's Be Rational, ``models.pricing``)."""
-    return implied_vol_from_coin(price_coin, F, K, T, call)
-
-
 @dataclass(frozen=True)
 class QuoteParams:
     """How marks become bids and asks: half spread in vol, widening away from the money (in ATM

@@ -98,7 +98,7 @@ from dataflows.adapters.base import (
     text,
 )
 from dataflows.config import HedgeflowError
-from models.deribit import expiry_ts
+from models.deribit import expiry_ts, parse_option_name
 from models.records import NormalizedBatch, RawBatch
 from models.sequence import SequenceTracker
 
@@ -111,7 +111,6 @@ MAX_CONNECTIONS = 10  # per IP address, plan 003, Appendix A
 MAX_CHANNELS_PER_REQUEST = 100
 MIN_HEARTBEAT_INTERVAL_S = 10
 
-_STRIKE = re.compile(r"^\d+(d\d+)?$")
 _CURRENCY = re.compile(r"^[A-Z0-9]{2,10}$")
 _GREEKS = ("delta", "gamma", "vega", "theta", "rho")
 _IGNORED_CHANNELS = frozenset({
@@ -182,10 +181,13 @@ def _parse_instrument(name: str) -> DeribitInstrument:
     if len(parts) == 2:
         return DeribitInstrument(name, base, "future", linear, quote_ccy,
                                  expiry_from_code(parts[1]), nan, None)
-    if len(parts) == 4 and parts[3] in ("C", "P") and _STRIKE.match(parts[2]):
-        strike = float(parts[2].replace("d", "."))
-        return DeribitInstrument(name, base, "option", linear, quote_ccy,
-                                 expiry_from_code(parts[1]), strike, parts[3] == "C")
+    if len(parts) == 4:
+        try:
+            option = parse_option_name(name)
+        except ValueError as exc:
+            raise Malformed(f"instrument: {exc}") from None
+        return DeribitInstrument(name, base, "option", linear, quote_ccy, option.expiry_ts,
+                                 option.strike_usd, option.is_call)
     raise Malformed(f"instrument: unrecognized instrument name {name!r}")
 
 

@@ -441,3 +441,20 @@ def test_analytics_dask_worker_needs_an_address():
     cfg = load_config(env={"HEDGEFLOW_ANALYTICS__WORKER": "dask",
                            "HEDGEFLOW_ANALYTICS__DASK_ADDRESS": "tcp://127.0.0.1:8786"})
     assert cfg.analytics.worker == "dask"
+
+
+def test_analytics_premium_settings_make_the_premium_config_and_are_checked():
+    cfg = load_config(env={"HEDGEFLOW_ANALYTICS__PREMIUM_JUMP_INTENSITY_PER_YEAR": "2.5",
+                           "HEDGEFLOW_ANALYTICS__PREMIUM_JUMP_MEAN_LOG": "-0.12"})
+    premium = cfg.analytics.premium_config()
+    assert premium.jumps.intensity_per_year == 2.5 and premium.jumps.mean_log_jump == -0.12
+    assert premium.vol_of_vol_annual == cfg.analytics.premium_vol_of_vol_annual
+    with pytest.raises(ConfigError, match="analytics.premium_jump_intensity_per_year"):
+        load_config(env={"HEDGEFLOW_ANALYTICS__PREMIUM_JUMP_VOL_LOG": "-1"})
+
+
+def test_analytics_volatility_settings_follow_the_models_rules():
+    with pytest.raises(ConfigError, match="whole number of bars"):
+        load_config(env={"HEDGEFLOW_ANALYTICS__VOLATILITY_BAR_S": "7"})
+    with pytest.raises(ConfigError, match="min_coverage_s must be in"):
+        load_config(env={"HEDGEFLOW_ANALYTICS__VOLATILITY_MIN_COVERAGE_S": "100000"})

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
+from models.deribit import coin_premium, implied_vol_from_coin
 from models.option_chain import (
     BTC_SURFACE,
     ETH_SURFACE,
@@ -15,10 +16,8 @@ from models.option_chain import (
     SurfaceParams,
     atm_vol,
     build_chain,
-    coin_price,
     deribit_expiries,
     expiry_code,
-    implied_vol_coin,
     implied_vol_surface,
     option_name,
     quote_chain,
@@ -155,13 +154,13 @@ def test_bids_asks_and_their_ivs_are_consistent(chains):
         assert np.all(q.bid_iv[ok] <= q.mark_iv[ok]) and np.all(q.ask_iv > q.mark_iv)
         # The IVs reproduce the rounded prices they describe.
         K, T, call = spec.strike, q.T, spec.is_call
-        np.testing.assert_allclose(coin_price(q.forward[ok], K[ok], T[ok], q.bid_iv[ok], call[ok]),
+        np.testing.assert_allclose(coin_premium(q.forward[ok], K[ok], T[ok], q.bid_iv[ok], call[ok]),
                                    q.bid_coin[ok], rtol=1e-7, atol=1e-10)
-        np.testing.assert_allclose(coin_price(q.forward, K, T, q.ask_iv, call), q.ask_coin,
+        np.testing.assert_allclose(coin_premium(q.forward, K, T, q.ask_iv, call), q.ask_coin,
                                    rtol=1e-7, atol=1e-10)
         otm = np.where(call, K > q.forward, K < q.forward)
         np.testing.assert_allclose(
-            implied_vol_coin(q.mark_coin[otm], q.forward[otm], K[otm], T[otm], call[otm]),
+            implied_vol_from_coin(q.mark_coin[otm], q.forward[otm], K[otm], T[otm], call[otm]),
             q.mark_iv[otm], rtol=1e-6)
 
 
