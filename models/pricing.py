@@ -3,8 +3,11 @@ the forward.
 
 Pure and vectorized: every function takes numpy arrays or scalars (broadcast against each other,
 ``call`` included) and returns float64 arrays of the broadcast shape, or numpy scalars when every
-input is a scalar. The normal CDF is ``scipy.special.ndtr`` (DESIGN.md, "Facts measured": price and
-four greeks for 1M options in ~0.06 s).
+input is a scalar. Prices and greeks are computed in one compiled pass over the options (numba;
+see "Speed" below) with its own exp (within 1 ulp), log (2 ulps) and normal CDF (W. J. Cody's
+rational approximations; within ``x^2/2 + 8`` ulps, the loss in ``exp(-x^2/2)`` that scipy's
+``ndtr`` has too): they agree with the same formulas in plain numpy to ~1e-14 of the size of
+their terms (tests/models/test_pricing.py).
 
 Conventions (DESIGN.md principle 6):
 
@@ -50,10 +53,14 @@ Householder(3) iterations on a branch-specific objective bring it to machine pre
   A price at intrinsic value gives 0.0 (the zero volatility reproduces it; "at" is to within 4
   ulps of ``max(F, K)``, the rounding of the forward ``S exp(rT)`` and of discounting), as does a
   time value below the smallest normal double relative to ``sqrt(F K)``.
-- Speed: compiled with numba (cached on disk next to this module, so only the first run on a
-  machine pays the compile, a few seconds), about 0.3 us per option on one core; batches of more
-  than 200k options are split over the cores in threads. 1M options in ~0.2-0.35 s on the 2-core
-  development machine (benchmarks/bench_pricing.py).
+
+Speed: both the price/greeks loop and Let's Be Rational are compiled with numba (cached on disk
+next to this module, so only the first run on a machine pays the compile, a few seconds each) and
+release the GIL; batches of 200k options or more are split over the cores in threads (fork- and
+thread-safe, unlike numba's parallel backends). The price/greeks loop is vectorized (AVX-512 on
+the 2-core development machine: ~12 ns per option on one core, 1M options in ~0.011-0.016 s
+against ~0.05 s for plain numpy; a scalar call ~12 us); implied volatility takes ~0.3 us per
+option on one core, 1M options in ~0.2-0.35 s (benchmarks/bench_pricing.py).
 """
 
 from __future__ import annotations
@@ -65,7 +72,6 @@ from typing import NamedTuple
 
 import numpy as np
 from numba import njit
-from scipy.special import ndtr
 
 __all__ = [
     "Greeks", "bs_price", "bs_greeks", "bs_price_greeks", "black76_price", "black76_greeks",
@@ -73,6 +79,12 @@ __all__ = [
 ]
 
 _INV_SQRT_2PI = 0.3989422804014327
+
+# cache: compiled once per machine (on disk beside this module), not per process. nogil: the
+# kernels run in threads (_in_threads). error_model "numpy": a division by zero gives inf/NaN like
+# numpy, never a ZeroDivisionError. contract: fused multiply-adds, which are at least as accurate
+# and ~10 % faster in Let's Be Rational.
+_jit = njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 
 
 class Greeks(NamedTuple):
@@ -96,108 +108,72 @@ def _out(x: np.ndarray):
 
 
 def _inputs(*values) -> list[np.ndarray]:
-    arrays = np.broadcast_arrays(*[np.asarray(v) for v in values])
-    *numbers, call = arrays
-    return [np.asarray(a, dtype=np.float64) for a in numbers] + [np.asarray(call, dtype=bool)]
+    """float64 arrays (the last, ``call``, bool) of one broadcast shape. Converted before they
+    are broadcast, so that a scalar stays a zero-stride view rather than a full-size copy."""
+    *numbers, call = values
+    arrays = [np.asarray(v, dtype=np.float64) for v in numbers] + [np.asarray(call, dtype=bool)]
+    shape = np.broadcast_shapes(*(a.shape for a in arrays))
+    return [a if a.shape == shape else np.broadcast_to(a, shape) for a in arrays]
 
 
-def _invalid(*values: np.ndarray) -> np.ndarray:
-    bad = np.zeros(values[0].shape, dtype=bool)
-    for v in values:
-        bad |= ~(v >= 0.0)  # negative or NaN
-    return bad
+def _columns(*arrays: np.ndarray) -> list[np.ndarray]:
+    """Each array as one contiguous, writeable 1-D column (a view when it already is one): the
+    kernels' inputs. Writeable because numba compiles read-only arrays separately."""
+    return [(a if a.flags.c_contiguous and a.flags.writeable else np.array(a, order="C"))
+            .reshape(-1) for a in arrays]
 
 
-def _masked(bad: np.ndarray, values) -> tuple:
-    """``values`` with NaN where ``bad``, 0-d results as numpy scalars."""
-    if bad.any():
-        return tuple(_out(np.where(bad, np.nan, v)) for v in values)
-    return tuple(_out(v) for v in values)
+# Options per thread below which a batch is not split: ~1 ms of price + greeks, ~30 ms of Let's Be
+# Rational, either far above a thread's start-up cost.
+_OPTIONS_PER_THREAD = 100_000
 
 
-class _Black:
-    """The shared core: an undiscounted Black price on forward ``F`` and, with ``greeks``, the
-    pieces of its sensitivities (per unit of forward, sigma and time-to-expiry).
+def _in_threads(kernel, args: list) -> None:
+    """``kernel(*args)``, over the cores: the 1-D array arguments (inputs and outputs, one entry
+    per option) are cut into contiguous chunks, one per thread, of at least _OPTIONS_PER_THREAD
+    options each; other arguments are passed whole. Each option is independent of the others,
+    and the kernels release the GIL."""
+    n = max(a.size for a in args if isinstance(a, np.ndarray))
+    # (os.cpu_count() reads the system, ~5 us: only asked when there is something to split.)
+    n_threads = 1 if n < 2 * _OPTIONS_PER_THREAD else min(os.cpu_count() or 1,
+                                                           n // _OPTIONS_PER_THREAD)
+    if n_threads <= 1:
+        kernel(*args)
+        return
+    bounds = np.linspace(0, n, n_threads + 1).astype(np.int64)
+    chunks = [[a[lo:hi] if isinstance(a, np.ndarray) else a for a in args]
+              for lo, hi in zip(bounds[:-1], bounds[1:])]
+    threads = [threading.Thread(target=kernel, args=chunk) for chunk in chunks[1:]]
+    for thread in threads:
+        thread.start()
+    kernel(*chunks[0])
+    for thread in threads:
+        thread.join()
 
-    When every input is inside the smooth region (the usual case) the degenerate-limit masks are
-    skipped: each ``np.where`` costs a pass over memory, which is most of the time at 1M options.
-    """
 
-    def __init__(self, F: np.ndarray, K: np.ndarray, T: np.ndarray, sigma: np.ndarray,
-                 call: np.ndarray, greeks: bool = True) -> None:
-        self.F, self.K, self.T, self.sigma, self.call = F, K, T, sigma, call
-        self.sqrt_t = np.sqrt(np.maximum(T, 0.0))
-        stdev = sigma * self.sqrt_t
-        self.smooth = (stdev > 0.0) & (F > 0.0) & (K > 0.0)
-        self.all_smooth = bool(self.smooth.all())
-        self.stdev = stdev
-        if self.all_smooth:
-            safe = stdev
-            self.d1 = np.log(F / K)
-            self.d1 /= safe
-            self.d1 += 0.5 * safe
-            self.d2 = self.d1 - safe
-        else:
-            safe = np.where(self.smooth, stdev, 1.0)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                log_fk = np.log(np.where(self.smooth, F / np.where(K > 0.0, K, 1.0), 1.0))
-            self.d1 = np.where(self.smooth, log_fk / safe + 0.5 * safe, 0.0)
-            self.d2 = self.d1 - np.where(self.smooth, safe, 0.0)
-        sign = np.where(call, 1.0, -1.0)
-        self.sign = sign
-        # N(sign d1), N(sign d2): the probabilities in the price, per call/put.
-        self.n1 = ndtr(sign * self.d1)
-        self.n2 = ndtr(sign * self.d2)
-        intrinsic = np.maximum(sign * (F - K), 0.0)
-        smooth_price = sign * (F * self.n1 - K * self.n2)
-        if self.all_smooth:
-            self.undiscounted = np.maximum(smooth_price, intrinsic)
-        else:
-            self.undiscounted = np.where(self.smooth, np.maximum(smooth_price, intrinsic),
-                                         intrinsic)
-        if greeks:
-            self._sensitivities(F, K, sigma, call, safe)
-
-    def _sensitivities(self, F, K, sigma, call, safe) -> None:
-        self.pdf = norm_pdf(self.d1)
-        # Delta on the forward, undiscounted: N(d1) for calls, N(d1) - 1 = -N(-d1) for puts (the
-        # latter is sign * n1, without another ndtr); a step when degenerate (half at the money).
-        smooth_delta = self.sign * self.n1
-        if self.all_smooth:
-            self.delta_f = smooth_delta
-            self.gamma_f = self.pdf / (F * safe)
-            self.vega_f = F * self.pdf * self.sqrt_t
-            # d undiscounted / d T at fixed forward: F pdf sigma / (2 sqrt T).
-            self.dprice_dt = F * self.pdf * sigma / (2.0 * self.sqrt_t)
-            return
-        step = np.where(F > K, 1.0, np.where(F < K, 0.0, 0.5))
-        self.delta_f = np.where(self.smooth, smooth_delta, np.where(call, step, step - 1.0))
-        safe_sqrt_t = np.where(self.sqrt_t > 0.0, self.sqrt_t, 1.0)
-        self.gamma_f = np.where(self.smooth, self.pdf / (F * safe), 0.0)
-        self.vega_f = np.where(self.smooth, F * self.pdf * self.sqrt_t, 0.0)
-        self.dprice_dt = np.where(self.smooth, F * self.pdf * sigma / (2.0 * safe_sqrt_t), 0.0)
+def _price_and_greeks(x, K, T, r, sigma, call, on_spot: bool, greeks: bool):
+    """The compiled kernel over broadcast inputs: ``price`` alone, or ``(price, Greeks)``."""
+    x, K, T, r, sigma, call = _inputs(x, K, T, r, sigma, call)
+    n_outputs = 6 if greeks else 1
+    outputs = [np.empty(x.shape, dtype=np.float64) for _ in range(n_outputs)]
+    flat = [o.reshape(-1) for o in outputs]
+    kernel = _price_greeks_kernel if greeks else _price_kernel
+    _in_threads(kernel, [*_columns(x, K, T, r, sigma, call), on_spot, *flat])
+    if not greeks:
+        return _out(outputs[0])
+    price, *sensitivities = (_out(o) for o in outputs)
+    return price, Greeks(*sensitivities)
 
 
 def black76_price(F, K, T, r, sigma, call):
     """Black-76: ``exp(-rT) [F N(d1) - K N(d2)]`` for calls, ``exp(-rT) [K N(-d2) - F N(-d1)]``
     for puts, ``d1 = (ln(F/K) + sigma^2 T / 2) / (sigma sqrt T)``, ``d2 = d1 - sigma sqrt T``."""
-    F, K, T, r, sigma, call = _inputs(F, K, T, r, sigma, call)
-    core = _Black(F, K, T, sigma, call, greeks=False)
-    price = np.exp(-r * T) * core.undiscounted
-    return _masked(_invalid(F, K, T, sigma) | ~np.isfinite(r), (price,))[0]
+    return _price_and_greeks(F, K, T, r, sigma, call, on_spot=False, greeks=False)
 
 
 def black76_price_greeks(F, K, T, r, sigma, call) -> tuple[np.ndarray, Greeks]:
     """``(black76_price(...), black76_greeks(...))`` computed in one pass over the inputs."""
-    F, K, T, r, sigma, call = _inputs(F, K, T, r, sigma, call)
-    core = _Black(F, K, T, sigma, call)
-    df = np.exp(-r * T)
-    price = df * core.undiscounted
-    bad = _invalid(F, K, T, sigma) | ~np.isfinite(r)
-    theta = r * price - df * core.dprice_dt
-    values = (price, df * core.delta_f, df * core.gamma_f, df * core.vega_f, theta, -T * price)
-    price, *greeks = _masked(bad, values)
-    return price, Greeks(*greeks)
+    return _price_and_greeks(F, K, T, r, sigma, call, on_spot=False, greeks=True)
 
 
 def black76_greeks(F, K, T, r, sigma, call) -> Greeks:
@@ -208,37 +184,12 @@ def black76_greeks(F, K, T, r, sigma, call) -> Greeks:
 
 def bs_price(S, K, T, r, sigma, call):
     """Black-Scholes (no dividends): Black-76 on the forward ``S exp(rT)``, discounted."""
-    S, K, T, r, sigma, call = _inputs(S, K, T, r, sigma, call)
-    F = S * np.exp(r * T)
-    core = _Black(F, K, T, sigma, call, greeks=False)
-    price = np.exp(-r * T) * core.undiscounted
-    return _masked(_invalid(S, K, T, sigma) | ~np.isfinite(r), (price,))[0]
+    return _price_and_greeks(S, K, T, r, sigma, call, on_spot=True, greeks=False)
 
 
 def bs_price_greeks(S, K, T, r, sigma, call) -> tuple[np.ndarray, Greeks]:
     """``(bs_price(...), bs_greeks(...))`` computed in one pass over the inputs."""
-    S, K, T, r, sigma, call = _inputs(S, K, T, r, sigma, call)
-    df = np.exp(-r * T)
-    growth = np.exp(r * T)
-    F = S * growth
-    core = _Black(F, K, T, sigma, call)
-    bad = _invalid(S, K, T, sigma) | ~np.isfinite(r)
-    price = df * core.undiscounted
-    # With F = S e^{rT}: d(df * undiscounted)/dS = delta_f (the e^{rT} and df cancel).
-    delta = core.delta_f
-    gamma = core.gamma_f * growth  # d delta_f / dS = gamma_f * dF/dS
-    vega = df * core.vega_f
-    # The K-term probability: N(d2) for calls, N(-d2) for puts, or the degenerate step.
-    if core.all_smooth:
-        n2 = core.n2
-    else:
-        itm_step = np.where(core.sign * (F - K) > 0.0, 1.0, np.where(F == K, 0.5, 0.0))
-        n2 = np.where(core.smooth, core.n2, itm_step)
-    k_term = core.sign * K * df * n2
-    theta = -df * core.dprice_dt - r * k_term
-    rho = T * k_term
-    price, *greeks = _masked(bad, (price, delta, gamma, vega, theta, rho))
-    return price, Greeks(*greeks)
+    return _price_and_greeks(S, K, T, r, sigma, call, on_spot=True, greeks=True)
 
 
 def bs_greeks(S, K, T, r, sigma, call) -> Greeks:
@@ -252,6 +203,232 @@ def bs_greeks(S, K, T, r, sigma, call) -> Greeks:
     - rho = K T e^{-rT} N(d2) (call), ``-K T e^{-rT} N(-d2)`` (put).
     """
     return bs_price_greeks(S, K, T, r, sigma, call)[1]
+
+
+# --------------------------------------------------------------------------- compiled price, greeks
+# The loop over options is written so that LLVM vectorizes it (8 options per AVX-512 instruction,
+# ~10x faster than a loop calling libm; benchmarks/bench_pricing.py): the scalar helpers below are
+# inlined at numba's level (a call left in the loop body stops the vectorizer), and nothing in
+# them branches: exp, log and the normal CDF are polynomials and rationals, every value is
+# computed for every option and the right one selected.
+
+_inline = njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
+               inline="always")
+
+_LOG2_E = 1.4426950408889634
+# ln 2 = _LN2_HI + _LN2_LO, the head with trailing zero bits so that k * _LN2_HI is exact.
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+_ROUNDING = 6755399441055744.0  # 1.5 * 2^52: x + _ROUNDING rounds x to an integer in its bits
+_ROUNDING_BITS = int(np.float64(_ROUNDING).view(np.int64))
+_EXPONENT_ONE = 0x3FF0000000000000  # the bits of 1.0
+_MANTISSA = 0xFFFFFFFFFFFFF
+_SMALLEST_NORMAL = 2.2250738585072014e-308
+
+
+@_inline
+def _exp(x: float) -> float:
+    """e^x to 1 ulp: x = k ln 2 + f, |f| <= ln(2)/2, e^f by its degree-13 Taylor polynomial
+    (remainder < 5e-18), times 2^k built in the exponent bits (in two halves, so that overflow
+    to inf and gradual underflow to 0 come out right)."""
+    clamped = min(max(x, -746.0), 710.0)
+    shifted = clamped * _LOG2_E + _ROUNDING
+    k_float = shifted - _ROUNDING
+    k = np.float64(shifted).view(np.int64) - _ROUNDING_BITS
+    f = (clamped - k_float * _LN2_HI) - k_float * _LN2_LO
+    p = 1.6059043836821613e-10  # 1/13!
+    p = p * f + 2.08767569878681e-09
+    p = p * f + 2.505210838544172e-08
+    p = p * f + 2.755731922398589e-07
+    p = p * f + 2.7557319223985893e-06
+    p = p * f + 2.48015873015873e-05
+    p = p * f + 0.0001984126984126984
+    p = p * f + 0.001388888888888889
+    p = p * f + 0.008333333333333333
+    p = p * f + 0.041666666666666664
+    p = p * f + 0.16666666666666666
+    p = p * f + 0.5
+    p = p * f + 1.0
+    p = p * f + 1.0
+    half = k >> 1
+    scale_1 = np.int64(((half + 1023) << 52)).view(np.float64)
+    scale_2 = np.int64(((k - half + 1023) << 52)).view(np.float64)
+    y = p * scale_1 * scale_2
+    return x if x != x else y
+
+
+@_inline
+def _log(x: float) -> float:
+    """ln x to 2 ulps (NaN below 0, -inf at 0, inf at inf): x = m 2^e with m in [sqrt(1/2),
+    sqrt(2)), ln m = 2 atanh(s) = 2 (s + s^3/3 + ... + s^23/23), s = (m-1)/(m+1), |s| < 0.172."""
+    subnormal = x < _SMALLEST_NORMAL
+    normal = x * 18014398509481984.0 if subnormal else x  # 2^54
+    bits = np.float64(normal).view(np.int64)
+    e = (bits >> 52) - (1023 + 54 if subnormal else 1023)
+    m = np.int64((bits & _MANTISSA) | _EXPONENT_ONE).view(np.float64)
+    high = m > 1.4142135623730951
+    m = 0.5 * m if high else m
+    e = e + 1 if high else e
+    s = (m - 1.0) / (m + 1.0)
+    z = s * s
+    p = 1.0 / 23.0
+    p = p * z + 1.0 / 21.0
+    p = p * z + 1.0 / 19.0
+    p = p * z + 1.0 / 17.0
+    p = p * z + 1.0 / 15.0
+    p = p * z + 1.0 / 13.0
+    p = p * z + 1.0 / 11.0
+    p = p * z + 1.0 / 9.0
+    p = p * z + 1.0 / 7.0
+    p = p * z + 1.0 / 5.0
+    p = p * z + 1.0 / 3.0
+    e_float = np.float64(e)
+    y = e_float * _LN2_HI + (2.0 * s + (2.0 * s * z * p + e_float * _LN2_LO))
+    y = y if x < math.inf else x  # inf and NaN as they are
+    y = -math.inf if x == 0.0 else y
+    return math.nan if x < 0.0 else y
+
+
+# W. J. Cody's rational Chebyshev approximations of erf and erfc (Math. Comp. 1969), in the three
+# ranges of |x| they split at; used by the normal CDF here and by _erfcx (Let's Be Rational).
+
+
+@_inline
+def _erf_near(x: float) -> float:
+    """erf(x) for |x| <= 0.46875."""
+    ysq = x * x if abs(x) > 1.11e-16 else 0.0
+    num = 0.185777706184603153 * ysq
+    den = ysq
+    num = (num + 3.1611237438705656) * ysq
+    den = (den + 23.6012909523441209) * ysq
+    num = (num + 113.864154151050156) * ysq
+    den = (den + 244.024637934444173) * ysq
+    num = (num + 377.485237685302021) * ysq
+    den = (den + 1282.61652607737228) * ysq
+    return x * (num + 3209.37758913846947) / (den + 2844.23683343917062)
+
+
+@_inline
+def _erfcx_mid(y: float) -> float:
+    """exp(y^2) erfc(y) for 0.46875 < y <= 4."""
+    num = 2.15311535474403846e-8 * y
+    den = y
+    num = (num + 0.564188496988670089) * y
+    den = (den + 15.7449261107098347) * y
+    num = (num + 8.88314979438837594) * y
+    den = (den + 117.693950891312499) * y
+    num = (num + 66.1191906371416295) * y
+    den = (den + 537.181101862009858) * y
+    num = (num + 298.635138197400131) * y
+    den = (den + 1621.38957456669019) * y
+    num = (num + 881.95222124176909) * y
+    den = (den + 3290.79923573345963) * y
+    num = (num + 1712.04761263407058) * y
+    den = (den + 4362.61909014324716) * y
+    num = (num + 2051.07837782607147) * y
+    den = (den + 3439.36767414372164) * y
+    return (num + 1230.33935479799725) / (den + 1230.33935480374942)
+
+
+@_inline
+def _erfcx_far(y: float) -> float:
+    """exp(y^2) erfc(y) for y > 4 (0 at y = inf)."""
+    ysq = 1.0 / (y * y)
+    num = 0.0163153871373020978 * ysq
+    den = ysq
+    num = (num + 0.305326634961232344) * ysq
+    den = (den + 2.56852019228982242) * ysq
+    num = (num + 0.360344899949804439) * ysq
+    den = (den + 1.87295284992346047) * ysq
+    num = (num + 0.125781726111229246) * ysq
+    den = (den + 0.527905102951428412) * ysq
+    num = (num + 0.0160837851487422766) * ysq
+    den = (den + 0.0605183413124413191) * ysq
+    result = ysq * (num + 6.58749161529837803e-4) / (den + 0.00233520497626869185)
+    return (0.56418958354775628695 - result) / y
+
+
+@_inline
+def _norm_cdf_given_density(x: float, gauss: float) -> float:
+    """N(x), given ``gauss = exp(-x^2 / 2)`` (shared with the density): near 0 from erf, else
+    the tail ``erfc(|x| / sqrt 2) / 2`` as that exponential times exp(y^2) erfc(y)."""
+    u = x * _ONE_OVER_SQRT_TWO
+    y = abs(u)
+    near = 0.5 + 0.5 * _erf_near(u)
+    tail = 0.5 * gauss * (_erfcx_mid(y) if y <= 4.0 else _erfcx_far(y))
+    return near if y <= 0.46875 else (1.0 - tail if x > 0.0 else tail)
+
+
+@_inline
+def _maximum(a: float, b: float) -> float:
+    """``np.maximum``: NaN if either is NaN."""
+    return a if (a >= b or a != a) else b
+
+
+@_inline
+def _black_one(x, K, T, r, sigma, is_call, on_spot):
+    """Price, delta, gamma, vega, theta, rho of one option: Black-Scholes on spot ``x`` when
+    ``on_spot``, else Black-76 on forward ``x`` (module docstring), all NaN outside the models.
+
+    Both are an undiscounted Black price on the forward F and its sensitivities per unit of F,
+    sigma and T (``*_f``, ``dprice_dt``), discounted and, on spot, carried over with
+    ``dF/dS = exp(rT)``. The smooth formulas are evaluated for degenerate inputs too (giving
+    inf or NaN there) and replaced by their limits."""
+    valid = x >= 0.0 and K >= 0.0 and T >= 0.0 and sigma >= 0.0 and abs(r) < math.inf
+    df = _exp(-r * T)
+    growth = _exp(r * T)
+    F = x * growth if on_spot else x
+    sign = 1.0 if is_call else -1.0
+    intrinsic = _maximum(sign * (F - K), 0.0)
+    sqrt_t = math.sqrt(T)
+    stdev = sigma * sqrt_t
+    smooth = stdev > 0.0 and F > 0.0 and K > 0.0
+    d1 = _log(F / K) / stdev + 0.5 * stdev
+    d2 = d1 - stdev
+    gauss_1 = _exp(-0.5 * d1 * d1)
+    # N(sign d1), N(sign d2): the probabilities in the price, per call/put.
+    n1 = _norm_cdf_given_density(sign * d1, gauss_1)
+    n2 = _norm_cdf_given_density(sign * d2, _exp(-0.5 * d2 * d2))
+    pdf = _INV_SQRT_2PI * gauss_1
+    # The limits: intrinsic value, a step delta (half at the money), no gamma or vega, and for
+    # the K-term's probability N(+-d2) a step on the intrinsic side.
+    step = 1.0 if F > K else (0.0 if F < K else 0.5)
+    undiscounted = _maximum(sign * (F * n1 - K * n2), intrinsic) if smooth else intrinsic
+    # N(d1) for calls, N(d1) - 1 = -N(-d1) for puts.
+    delta_f = sign * n1 if smooth else (step if is_call else step - 1.0)
+    gamma_f = pdf / (F * stdev) if smooth else 0.0
+    vega_f = F * pdf * sqrt_t if smooth else 0.0
+    # d undiscounted / d T at fixed forward: F pdf sigma / (2 sqrt T).
+    dprice_dt = F * pdf * sigma / (2.0 * sqrt_t) if smooth else 0.0
+    n2 = n2 if smooth else (1.0 if sign * (F - K) > 0.0 else (0.5 if F == K else 0.0))
+    price = df * undiscounted
+    if on_spot:
+        # d(df undiscounted)/dS = delta_f (e^{rT} and df cancel); d delta_f / dS = gamma_f dF/dS;
+        # the K-term of the price, K df N(+-d2), carries theta's and rho's r.
+        k_term = sign * K * df * n2
+        delta, gamma, vega = delta_f, gamma_f * growth, df * vega_f
+        theta, rho = -df * dprice_dt - r * k_term, T * k_term
+    else:
+        # At a fixed forward only the discount factor moves with r (and, besides, T).
+        delta, gamma, vega = df * delta_f, df * gamma_f, df * vega_f
+        theta, rho = r * price - df * dprice_dt, -T * price
+    if not valid:
+        return math.nan, math.nan, math.nan, math.nan, math.nan, math.nan
+    return price, delta, gamma, vega, theta, rho
+
+
+@_jit
+def _price_greeks_kernel(x, K, T, r, sigma, is_call, on_spot, price, delta, gamma, vega, theta,
+                         rho):
+    for i in range(price.size):
+        price[i], delta[i], gamma[i], vega[i], theta[i], rho[i] = _black_one(
+            x[i], K[i], T[i], r[i], sigma[i], is_call[i], on_spot)
+
+
+@_jit
+def _price_kernel(x, K, T, r, sigma, is_call, on_spot, price):
+    for i in range(price.size):
+        price[i] = _black_one(x[i], K[i], T[i], r[i], sigma[i], is_call[i], on_spot)[0]
 
 
 # --------------------------------------------------------------------------- implied volatility
@@ -280,27 +457,8 @@ def implied_vol(price, S, K, T, r, call):
 
 def _lbr_vectorized(undiscounted, F, K, T, call) -> np.ndarray:
     out = np.empty(undiscounted.shape, dtype=np.float64)
-    columns = [np.ascontiguousarray(a).reshape(-1) for a in (undiscounted, F, K, T, call)]
-    flat = out.reshape(-1)
-    # The kernel releases the GIL: large batches are split over the cores, in threads (fork- and
-    # thread-safe, unlike numba's parallel backends), each option independent of the others.
-    n_threads = min(os.cpu_count() or 1, flat.size // _OPTIONS_PER_THREAD)
-    if n_threads <= 1:
-        _implied_vol_kernel(*columns, flat)
-        return out
-    bounds = np.linspace(0, flat.size, n_threads + 1).astype(np.int64)
-    threads = [threading.Thread(target=_implied_vol_kernel,
-                                args=(*(c[lo:hi] for c in columns), flat[lo:hi]))
-               for lo, hi in zip(bounds[1:-1], bounds[2:])]
-    for thread in threads:
-        thread.start()
-    _implied_vol_kernel(*(c[:bounds[1]] for c in columns), flat[:bounds[1]])
-    for thread in threads:
-        thread.join()
+    _in_threads(_implied_vol_kernel, [*_columns(undiscounted, F, K, T, call), out.reshape(-1)])
     return out
-
-
-_OPTIONS_PER_THREAD = 100_000  # ~30 ms of work each: far above a thread's start-up cost
 
 
 # Let's Be Rational, compiled. Scalar functions of the normalised problem: x = ln(F/K) <= 0 (an
@@ -327,63 +485,21 @@ _SMALL_T = 2.0 * _DBL_EPSILON ** (1.0 / 16.0)
 _RC_MIN = -(1.0 - math.sqrt(_DBL_EPSILON))
 _RC_MAX = 2.0 / (_DBL_EPSILON * _DBL_EPSILON)
 _ITERATIONS = 2
-# cache: compiled once per machine (on disk beside this module), not per process. error_model
-# "numpy": a division by zero gives inf/NaN like numpy, never a ZeroDivisionError. contract: fused
-# multiply-adds, which are at least as accurate and ~10 % faster here.
-_jit = njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 
 
 @_jit
 def _erfcx(x: float) -> float:
-    """``exp(x^2) erfc(x)`` by W. J. Cody's rational Chebyshev approximations (Math. Comp. 1969):
-    no exponential for ``x > 0.47``, so the scaled tail keeps full relative precision."""
+    """``exp(x^2) erfc(x)`` by Cody's approximations: no exponential for ``x > 0.47``, so the
+    scaled tail keeps full relative precision."""
     y = abs(x)
     if y <= 0.46875:
-        ysq = y * y if y > 1.11e-16 else 0.0
-        num = 0.185777706184603153 * ysq
-        den = ysq
-        num = (num + 3.1611237438705656) * ysq
-        den = (den + 23.6012909523441209) * ysq
-        num = (num + 113.864154151050156) * ysq
-        den = (den + 244.024637934444173) * ysq
-        num = (num + 377.485237685302021) * ysq
-        den = (den + 1282.61652607737228) * ysq
-        erf = x * (num + 3209.37758913846947) / (den + 2844.23683343917062)
-        return (1.0 - erf) * math.exp(ysq)
+        return (1.0 - _erf_near(x)) * math.exp(y * y if y > 1.11e-16 else 0.0)
     if y <= 4.0:
-        num = 2.15311535474403846e-8 * y
-        den = y
-        num = (num + 0.564188496988670089) * y
-        den = (den + 15.7449261107098347) * y
-        num = (num + 8.88314979438837594) * y
-        den = (den + 117.693950891312499) * y
-        num = (num + 66.1191906371416295) * y
-        den = (den + 537.181101862009858) * y
-        num = (num + 298.635138197400131) * y
-        den = (den + 1621.38957456669019) * y
-        num = (num + 881.95222124176909) * y
-        den = (den + 3290.79923573345963) * y
-        num = (num + 1712.04761263407058) * y
-        den = (den + 4362.61909014324716) * y
-        num = (num + 2051.07837782607147) * y
-        den = (den + 3439.36767414372164) * y
-        result = (num + 1230.33935479799725) / (den + 1230.33935480374942)
+        result = _erfcx_mid(y)
     elif y >= 6.71e7:
         result = 0.56418958354775628695 / y
     else:
-        ysq = 1.0 / (y * y)
-        num = 0.0163153871373020978 * ysq
-        den = ysq
-        num = (num + 0.305326634961232344) * ysq
-        den = (den + 2.56852019228982242) * ysq
-        num = (num + 0.360344899949804439) * ysq
-        den = (den + 1.87295284992346047) * ysq
-        num = (num + 0.125781726111229246) * ysq
-        den = (den + 0.527905102951428412) * ysq
-        num = (num + 0.0160837851487422766) * ysq
-        den = (den + 0.0605183413124413191) * ysq
-        result = ysq * (num + 6.58749161529837803e-4) / (den + 0.00233520497626869185)
-        result = (0.56418958354775628695 - result) / y
+        result = _erfcx_far(y)
     if x < 0.0:
         if x < -26.628:
             return math.inf
