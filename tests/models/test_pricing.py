@@ -191,9 +191,10 @@ def _random_options(rng, n):
     return S, K, T, r, sigma, call
 
 
-def test_the_fast_and_the_masked_paths_agree():
-    """A batch of smooth inputs skips the degenerate-limit masks; the same options beside one
-    degenerate option go through them. Prices (price-only and one-pass) and greeks agree."""
+def test_a_degenerate_option_in_a_batch_changes_nothing_for_the_others():
+    """The same options alone and beside one degenerate option (expired, or zero vol) price
+    alike: each option is computed on its own, whatever shares its batch. Prices (price-only and
+    one-pass) and greeks agree."""
     S, K, T, r, sigma, call = _random_options(np.random.default_rng(10), 5_000)
     fast_price, fast = bs_price_greeks(S, K, T, r, sigma, call)
     with_expired = [np.r_[a, b] for a, b in zip((S, K, T, r, sigma, call),
