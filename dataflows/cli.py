@@ -10,6 +10,7 @@
     hedgeflow pause [--on-chain] | resume                  emergency stop of oracle publishing
     hedgeflow quote --asset BTC --strike K --expiry DATE [--amount N]   protection price, as JSON
     hedgeflow premium-backtest --data FILE                 the premium model against realized payoffs
+    hedgeflow calibrate-jumps --data FILE                  Merton jump parameters from a price history
     hedgeflow config                                       the effective configuration
 
 Configuration comes from ``--config FILE`` (or ``$HEDGEFLOW_CONFIG``, or ``./hedgeflow.toml`` when
@@ -385,6 +386,18 @@ def _positive_list(text: str) -> tuple[float, ...]:
     return values
 
 
+def _json_ready(value):
+    """``value`` with every NaN or infinity as None (null): JSON has no NaN, and a reader should
+    not have to guess what a missing figure looks like."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
 def cmd_premium_backtest(args: argparse.Namespace) -> int:
     from dataflows.history import load_ohlcv
     from models.premium_backtest import BacktestConfig, backtest_premiums
@@ -403,16 +416,64 @@ def cmd_premium_backtest(args: argparse.Namespace) -> int:
                                    premium_config=cfg.analytics.premium_config())
     except ValueError as exc:
         raise HedgeflowError(f"cannot backtest {args.data}: {exc}") from None
-    summary = lambda s: {k: (None if isinstance(v, float) and not math.isfinite(v) else v)  # noqa: E731
-                         for k, v in dataclasses.asdict(s).items()}
-    print(json.dumps({
+    summary = dataclasses.asdict
+    print(json.dumps(_json_ready({
         "data": series.path, "bars": len(series),
         "from_utc": iso_utc(series.ts_s[0]), "to_utc": iso_utc(series.ts_s[-1]),
         "config": dataclasses.asdict(config), "n_skipped": result.n_skipped,
         "summary": summary(result.summary),
         "by_tier_and_tenor": {f"{tier} {tenor:g}d": summary(s)
                               for (tier, tenor), s in result.by_group.items()},
-    }, indent=2))
+    }), indent=2))
+    return 0
+
+
+def cmd_calibrate_jumps(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from dataflows.history import load_ohlcv
+    from models.jumps import MertonFitBounds, default_fit_bounds, fit_merton_jumps
+    from models.volatility import SECONDS_PER_YEAR, ohlc_bars
+
+    series = load_ohlcv(args.data)
+    bar_s = args.bar_minutes * 60.0
+    bars = ohlc_bars(series.ts_s, bar_s, series.open_usd, series.high_usd, series.low_usd,
+                     series.close_usd)
+    # Returns between consecutive bars only: across a gap in the data a "return" spans hours.
+    consecutive = np.diff(bars.bar_start_s) == bar_s
+    returns = np.diff(np.log(bars.close_usd))[consecutive]
+    if returns.size < 50:
+        raise HedgeflowError(f"{args.data} gives only {returns.size} returns of {args.bar_minutes:g} "
+                             "minutes: too few to fit jumps; give a longer history or shorter bars")
+    dt_years = bar_s / SECONDS_PER_YEAR
+    bounds = default_fit_bounds(returns, dt_years)
+    if args.max_intensity is not None:
+        bounds = MertonFitBounds(bounds.vol_diffusion_annual, bounds.mean_log_return_annual,
+                                 (0.0, args.max_intensity), bounds.mean_log_jump, bounds.vol_log_jump)
+    try:
+        fit = fit_merton_jumps(returns, dt_years, bounds=bounds)
+    except ValueError as exc:
+        raise HedgeflowError(f"cannot fit jumps to {args.data}: {exc}") from None
+    jumps = fit.jumps
+    print(json.dumps(_json_ready({
+        "data": series.path, "bar_minutes": args.bar_minutes, "n_returns": fit.n_returns,
+        "from_utc": iso_utc(series.ts_s[0]), "to_utc": iso_utc(series.ts_s[-1]),
+        "converged": fit.converged, "likelihood_ratio": fit.likelihood_ratio,
+        "vol_diffusion_annual": fit.vol_diffusion_annual, "total_vol_annual": fit.total_vol_annual,
+        "vol_normal_annual": fit.vol_normal_annual, "drift_annual": fit.drift_annual,
+        "stderr": {
+            "vol_diffusion_annual": fit.stderr_vol_diffusion_annual,
+            "intensity_per_year": fit.stderr_intensity_per_year,
+            "mean_log_jump": fit.stderr_mean_log_jump, "vol_log_jump": fit.stderr_vol_log_jump,
+        },
+        "expected_jumps_in_sample": fit.expected_jumps_in_sample,
+        # What to put in [analytics] to price with these jumps.
+        "analytics": {
+            "premium_jump_intensity_per_year": jumps.intensity_per_year,
+            "premium_jump_mean_log": jumps.mean_log_jump,
+            "premium_jump_vol_log": jumps.vol_log_jump,
+        },
+    }), indent=2))
     return 0
 
 
@@ -526,6 +587,18 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--vol-multiplier", type=_positive_usd, default=1.0, metavar="X",
                           help="scale the realized vol (default 1)")
     backtest.set_defaults(func=cmd_premium_backtest)
+
+    jumps = sub.add_parser(
+        "calibrate-jumps", parents=[common],
+        help="fit Merton jump parameters to a price history by maximum likelihood, as JSON")
+    jumps.add_argument("--data", required=True, metavar="FILE",
+                       help="OHLCV CSV or Parquet (columns timestamp, open, high, low, close, volume)")
+    jumps.add_argument("--bar-minutes", type=_positive_usd, default=60.0, metavar="M",
+                       help="returns over bars of M minutes (default 60)")
+    jumps.add_argument("--max-intensity", type=_positive_usd, metavar="PER_YEAR",
+                       help="cap the jumps a year (rare, large jumps rather than volatility "
+                            "clustering read as many small ones)")
+    jumps.set_defaults(func=cmd_calibrate_jumps)
 
     config = sub.add_parser("config", parents=[common], help="print the effective configuration")
     config.set_defaults(func=cmd_config)

@@ -263,3 +263,26 @@ def test_premium_backtest_mistakes_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["premium-backtest", "--data", "x.csv", "--tenors", "1,week"])
     assert exc.value.code == 2
+
+
+def test_calibrate_jumps_prints_the_fit_and_the_settings_to_use(capsys):
+    market = REPO_ROOT.parent / "shared" / "data" / "market" / "btc_perp_1m_2021-12-31_2022-02-01.csv"
+    assert cli.main(["calibrate-jumps", "--data", str(market), "--max-intensity", "12"]) == 0
+    text = capsys.readouterr().out
+    assert "NaN" not in text  # strict JSON: a missing standard error is null
+    result = json.loads(text)
+    assert result["converged"] and result["n_returns"] > 700 and result["likelihood_ratio"] > 10
+    settings = result["analytics"]
+    assert 0.0 < settings["premium_jump_intensity_per_year"] <= 12.0
+    # The printed settings are valid [analytics] values.
+    from dataflows.config import load_config
+
+    cfg = load_config(env={}, overrides={f"analytics.{k}": v for k, v in settings.items()})
+    assert cfg.analytics.premium_config().jumps.intensity_per_year == settings["premium_jump_intensity_per_year"]
+
+
+def test_calibrate_jumps_on_too_short_a_history_says_so(tmp_path, capsys):
+    path = tmp_path / "short.csv"
+    path.write_text("timestamp,close\n" + "".join(f"{1_700_000_000 + 60 * i},{100 + i % 3}\n" for i in range(30)))
+    assert cli.main(["calibrate-jumps", "--data", str(path), "--bar-minutes", "1"]) == 2
+    assert "too few to fit jumps" in capsys.readouterr().err
