@@ -64,3 +64,34 @@ def test_mistakes_in_the_file_are_named(tmp_path, text, message):
 def test_a_missing_file_says_what_to_give(tmp_path):
     with pytest.raises(HedgeflowError, match="price history not found"):
         load_ohlcv(tmp_path / "none.csv")
+
+
+FUNDING_FILE = REPO_ROOT.parent / "shared" / "data" / "market" / "btcusdt_perp_funding_binance_bybit_2025-08_2026-08.csv"
+
+
+def test_the_recorded_funding_file_loads_per_venue():
+    from dataflows.history import load_funding
+
+    funding = load_funding(FUNDING_FILE)
+    assert len(funding) == 2_190 and set(funding.venue.tolist()) == {"binance", "bybit"}
+    assert np.all(np.diff(funding.ts_s) >= 0)
+    binance = funding.only("binance")
+    assert np.isfinite(binance.mark_usd).all() and np.all(binance.interval_h == 8.0)
+    # The file's own APR column is the rate per interval times the intervals in a year.
+    frame = pd.read_csv(FUNDING_FILE)
+    np.testing.assert_allclose(np.sort(frame["rate_raw"] * 365 * 24 / frame["interval_hours"]),
+                               np.sort(frame["rate_apr"]), rtol=1e-6)
+    with pytest.raises(HedgeflowError, match="no funding for venue 'okx'"):
+        funding.only("okx")
+
+
+def test_funding_mistakes_are_named(tmp_path):
+    from dataflows.history import load_funding
+
+    path = tmp_path / "f.csv"
+    path.write_text("venue,settlement_ts,rate\nbinance,2025-01-01,0.0001\n")
+    with pytest.raises(HedgeflowError, match="no column rate_raw, interval_hours"):
+        load_funding(path)
+    path.write_text("venue,settlement_ts,rate_raw,interval_hours\nbinance,2025-01-01,x,8\n")
+    with pytest.raises(HedgeflowError, match="1 rows lack a time, rate or interval"):
+        load_funding(path)
