@@ -11,6 +11,7 @@
     hedgeflow quote --asset BTC --strike K --expiry DATE [--amount N]   protection price, as JSON
     hedgeflow premium-backtest --data FILE                 the premium model against realized payoffs
     hedgeflow calibrate-jumps --data FILE                  Merton jump parameters from a price history
+    hedgeflow backtest --data FILE... --db PATH [--funding FILE]   the hedge desk on history, KPIs as JSON
     hedgeflow config                                       the effective configuration
 
 Configuration comes from ``--config FILE`` (or ``$HEDGEFLOW_CONFIG``, or ``./hedgeflow.toml`` when
@@ -477,6 +478,60 @@ def cmd_calibrate_jumps(args: argparse.Namespace) -> int:
     return 0
 
 
+def _price_history(paths: list[str], venue: str):
+    """Bars from OHLCV files (concatenated in time order), or the marks of a funding CSV."""
+    import numpy as np
+
+    from dataflows.history import load_funding, load_ohlcv
+
+    times, closes = [], []
+    for path in paths:
+        header = Path(path).open(encoding="utf-8", errors="replace").readline().lower() \
+            if Path(path).is_file() and not path.endswith(".parquet") else ""
+        if "settlement_ts" in header and "mark_price" in header:
+            marks = load_funding(path).only(venue)
+            keep = np.isfinite(marks.mark_usd) & (marks.mark_usd > 0)
+            times.append(marks.ts_s[keep])
+            closes.append(marks.mark_usd[keep])
+        else:
+            series = load_ohlcv(path)
+            times.append(series.ts_s)
+            closes.append(series.close_usd)
+    ts, close = np.concatenate(times), np.concatenate(closes)
+    order = np.argsort(ts, kind="stable")
+    ts, close = ts[order], close[order]
+    if np.any(np.diff(ts) == 0):
+        raise HedgeflowError("the price files overlap (a time appears twice): give files of "
+                             "different periods, or one file")
+    if ts.size < 2:
+        raise HedgeflowError("the price history holds fewer than two prices")
+    return ts, close
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from dataflows.backtest import run_backtest
+    from dataflows.history import load_funding
+    from models.desk import DeskConfig, replace_leverage
+
+    cfg = _config(args, {})
+    ts, close = _price_history(args.data, args.venue)
+    funding = load_funding(args.funding).only(args.venue) if args.funding else None
+    if Path(args.db).exists():
+        raise HedgeflowError(f"{args.db} exists: give a new --db file for this backtest (its "
+                             "tables hold one backtest's rows), or remove the old one")
+    runs = []
+    for leverage in args.leverage or (None,):
+        desk = DeskConfig() if leverage is None else replace_leverage(DeskConfig(), leverage)
+        run_id = args.run_id if leverage is None else f"{args.run_id}:leverage={leverage:g}"
+        try:
+            runs.append(run_backtest(ts, close, args.db, config=cfg, desk_config=desk,
+                                     funding=funding, run_id=run_id))
+        except ValueError as exc:
+            raise HedgeflowError(f"cannot run the backtest: {exc}") from None
+    print(json.dumps(_json_ready(runs[0] if len(runs) == 1 else {"runs": runs}), indent=2))
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     print(json.dumps(_config(args, {}).to_dict(), indent=2, sort_keys=True))
     return 0
@@ -599,6 +654,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cap the jumps a year (rare, large jumps rather than volatility "
                             "clustering read as many small ones)")
     jumps.set_defaults(func=cmd_calibrate_jumps)
+
+    backtest = sub.add_parser(
+        "backtest", parents=[common],
+        help="run the graph with the hedge desk over a price history; the KPIs as JSON")
+    backtest.add_argument("--data", required=True, nargs="+", metavar="FILE",
+                          help="OHLCV CSV or Parquet files (or a funding CSV: its mark prices)")
+    backtest.add_argument("--db", required=True, metavar="PATH", help="a new DuckDB file for the results")
+    backtest.add_argument("--funding", metavar="FILE",
+                          help="settled funding CSV (venue, settlement_ts, rate_raw, interval_hours)")
+    backtest.add_argument("--venue", default="binance",
+                          help="the venue whose funding (and marks) to use (default binance)")
+    backtest.add_argument("--leverage", type=_positive_list, metavar="X,Y",
+                          help="a sweep: one run per leverage (e.g. 15,20,25)")
+    backtest.add_argument("--run-id", default="backtest", help="names the run's rows (default backtest)")
+    backtest.set_defaults(func=cmd_backtest)
 
     config = sub.add_parser("config", parents=[common], help="print the effective configuration")
     config.set_defaults(func=cmd_config)

@@ -29,7 +29,7 @@ runs, replay and backtests: only the sources and the clock differ.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import attrgetter
 
 import logging
@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 # Liveness of an instrument is its top of book: quotes arrive steadily on a liquid market, while
 # trades come in bursts (and an option's one trade would leave a "silence" behind it).
 _SILENCE_WATCHED = ("quotes",)
+
+# Desk steps written to the database at a time (dataflows/hedging.py).
+DESK_WRITE_BATCH = 1_000
 
 
 def log_commit(ledger: Ledger) -> None:
@@ -93,6 +96,7 @@ class Graph:
     premium_quotes: Stream | None = None
     policy_risk: Stream | None = None
     alerts: Stream | None = None  # every alert: the oracle's and the analytics'
+    _closing: Stream = field(default_factory=lambda: Stream(stream_name="closing"))
 
     def attach_chain(self, publisher) -> None:
         """The chain terminal: oracle prices to the Oracle contract (dataflows/chain/terminal.py),
@@ -100,6 +104,42 @@ class Graph:
         self.publisher = publisher
         self.oracle_prices.sink(publisher.on_prices)
         self.ticks.sink(publisher.on_tick)
+
+    def attach_desk(self, node) -> Stream:
+        """The hedge desk (dataflows/hedging.py): oracle prices step it, with the volatility,
+        surfaces and funding it reads; its records go to the writer and its alerts to the alerts
+        stream, committed like every other row. Returns the stream of desk steps."""
+        from dataflows.hedging import desk_records
+
+        steps = self.oracle_prices.map(node.on_prices, stream_name="hedge desk").filter(len)
+        if self.volatility is not None:
+            self.volatility.sink(node.on_volatility)
+        if self.surfaces is not None:
+            self.surfaces.sink(node.on_surfaces)
+        self.data["funding"].sink(node.on_funding)
+        steps.map(lambda batch: [a for st in batch for a in st.alerts],
+                  stream_name="safety alerts").filter(len).connect(self.alerts)
+
+        # A desk step makes a row in several tables; they are written in batches of steps (an
+        # Arrow table per step would cost more than the step), and at the latest on each clock
+        # tick and when the graph closes.
+        pending: list = []
+
+        def write(batch, force: bool = False):
+            if batch:
+                pending.extend(batch)
+            if not pending or (len(pending) < DESK_WRITE_BATCH and not force):
+                return []
+            rows, now = list(pending), self.clock.now()
+            pending.clear()
+            return [self.writer.append_records(table, records, now)
+                    for table, records in desk_records(rows, node.run_id, node.asset).items()]
+
+        Stream.union(steps.map(write, stream_name="desk records"),
+                     self.ticks.map(lambda _: write([], force=True)),
+                     self._closing.map(lambda _: write([], force=True)),
+                     ).flatten().connect(self.commits)
+        return steps
 
     @property
     def quotes(self) -> Stream:
@@ -123,6 +163,7 @@ class Graph:
         if self.publisher is not None:
             # Before the database closes: the publisher records its submissions there.
             self.publisher.close(close_store=True)
+        self._closing.emit(now)  # nodes that buffer rows write them now
         open_gaps = self.connection_gaps.close(now) + self.silence.close(now)
         if open_gaps:
             self.gaps.emit(open_gaps)

@@ -316,6 +316,120 @@ class PolicyRiskRecord:
     confidence: float
 
 
+# --------------------------------------------------------------------------- hedging
+
+
+@dataclass(frozen=True, slots=True)
+class PositionRecord:
+    """The hedge book of one asset after a step of the hedge engine (``position_states``): coins
+    held per instrument kind (short perp as a positive quantity), net delta in coins, the hedge
+    ratio, the state machine's ``mode``, the mark ``price_usd`` and P&L in USD."""
+
+    run_id: str
+    asset: str
+    ts: float
+    mode: str
+    spot_coin: float
+    long_perp_coin: float
+    short_perp_coin: float
+    quarterly_coin: float
+    put_coin: float
+    delta_coin: float
+    hedge_ratio: float
+    price_usd: float
+    unrealized_pnl_usd: float
+    realized_pnl_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class HedgeDecisionRecord:
+    """Something the hedge engine, the treasury or the safety gate decided (``hedge_decisions``):
+    ``source`` "hedge", "treasury" or "safety"; ``event`` a short name ("hedge_ratio",
+    "take_profit", "reserve_deployed", "rejected", ...) and ``detail`` in words."""
+
+    run_id: str
+    asset: str
+    ts: float
+    source: str
+    event: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRecord:
+    """An order the hedge engine proposed and what became of it (``order_decisions``):
+    ``verdict`` "approved" or "rejected" (with the safety ``rule`` that refused it), and the coins
+    filled and their average price once executed."""
+
+    run_id: str
+    ts: float
+    order_id: str
+    asset: str
+    kind: str
+    side: str
+    quantity_coin: float
+    reason: str
+    verdict: str
+    rule: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class FillRecord:
+    """One execution on a (paper) venue (``backtest_trades`` in backtests, ``fills`` live)."""
+
+    run_id: str
+    ts: float
+    order_id: str
+    asset: str
+    kind: str
+    side: str
+    venue: str
+    quantity_coin: float
+    price_usd: float
+    fee_usd: float
+    liquidity: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TreasuryRecord:
+    """The loan and reserve after a mark (``loan_updates``): outstanding principal and accrued
+    interest, paid to date, the reserve's balance and deployed amount, LTV and its band."""
+
+    run_id: str
+    ts: float
+    principal_usd: float
+    accrued_interest_usd: float
+    interest_paid_usd: float
+    principal_paid_usd: float
+    reserve_usd: float
+    reserve_deployed_usd: float
+    collateral_usd: float
+    ltv: float
+    band: str
+    trading_state: str
+
+
+@dataclass(frozen=True, slots=True)
+class EquityRecord:
+    """The desk's equity at ``ts`` (``backtest_equity``); always
+    ``equity_usd = cash_usd + position_value_usd + reserve_usd - loan_usd``. ``position_value_usd``
+    is the coins' value plus the unrealized P&L of derivatives; fees and funding are to date
+    (funding positive = paid)."""
+
+    run_id: str
+    ts: float
+    cash_usd: float
+    position_value_usd: float
+    reserve_usd: float
+    loan_usd: float
+    equity_usd: float
+    fees_usd: float
+    funding_usd: float
+    ltv: float
+
+
 # --------------------------------------------------------------------------- columnar batches
 
 

@@ -639,11 +639,13 @@ class RollingVolConfig:
     window_s: float = 86_400.0
     min_coverage_s: float = 3_600.0
     ewma_lambda: float = RISKMETRICS_LAMBDA
-    max_silence_s: float | None = None  # None: 6 h, or the window if that is shorter
+    max_silence_s: float | None = None  # None: 6 h (two bars if longer), at most the window
 
     def __post_init__(self) -> None:
         if self.max_silence_s is None:
-            object.__setattr__(self, "max_silence_s", min(21_600.0, float(self.window_s)))
+            # 6 h, or two bars when bars are longer; never more than the window.
+            default = max(21_600.0, 2.0 * float(self.bar_s))
+            object.__setattr__(self, "max_silence_s", min(default, float(self.window_s)))
         for name in ("bar_s", "window_s", "min_coverage_s", "ewma_lambda", "max_silence_s"):
             value = getattr(self, name)
             _require(isinstance(value, (int, float)) and math.isfinite(value),

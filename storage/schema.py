@@ -205,6 +205,89 @@ TABLES: dict[str, str] = {
             seller_es_usd               DOUBLE,
             confidence                  DOUBLE NOT NULL
         )""",
+    "position_states": """
+        CREATE TABLE IF NOT EXISTS position_states (
+            run_id              VARCHAR NOT NULL,   -- "live", or the backtest run
+            asset               VARCHAR NOT NULL,
+            ts                  TIMESTAMPTZ NOT NULL,
+            mode                VARCHAR NOT NULL,
+            spot_coin           DOUBLE NOT NULL,
+            long_perp_coin      DOUBLE NOT NULL,
+            short_perp_coin     DOUBLE NOT NULL,
+            quarterly_coin      DOUBLE NOT NULL,
+            put_coin            DOUBLE NOT NULL,
+            delta_coin          DOUBLE NOT NULL,
+            hedge_ratio         DOUBLE NOT NULL,
+            price_usd           DOUBLE,
+            unrealized_pnl_usd  DOUBLE,
+            realized_pnl_usd    DOUBLE
+        )""",
+    "hedge_decisions": """
+        CREATE TABLE IF NOT EXISTS hedge_decisions (
+            run_id   VARCHAR NOT NULL,
+            asset    VARCHAR NOT NULL,
+            ts       TIMESTAMPTZ NOT NULL,
+            source   VARCHAR NOT NULL,   -- hedge, treasury, safety
+            event    VARCHAR NOT NULL,
+            detail   VARCHAR NOT NULL
+        )""",
+    "order_decisions": """
+        CREATE TABLE IF NOT EXISTS order_decisions (
+            run_id         VARCHAR NOT NULL,
+            ts             TIMESTAMPTZ NOT NULL,
+            order_id       VARCHAR NOT NULL,
+            asset          VARCHAR NOT NULL,
+            kind           VARCHAR NOT NULL,
+            side           VARCHAR NOT NULL,
+            quantity_coin  DOUBLE NOT NULL,
+            reason         VARCHAR NOT NULL,
+            verdict        VARCHAR NOT NULL,   -- approved, rejected
+            rule           VARCHAR NOT NULL,   -- the safety rule that refused it ("" if approved)
+            detail         VARCHAR NOT NULL
+        )""",
+    "backtest_trades": """
+        CREATE TABLE IF NOT EXISTS backtest_trades (
+            run_id         VARCHAR NOT NULL,
+            ts             TIMESTAMPTZ NOT NULL,
+            order_id       VARCHAR NOT NULL,
+            asset          VARCHAR NOT NULL,
+            kind           VARCHAR NOT NULL,
+            side           VARCHAR NOT NULL,
+            venue          VARCHAR NOT NULL,
+            quantity_coin  DOUBLE NOT NULL,
+            price_usd      DOUBLE NOT NULL,
+            fee_usd        DOUBLE NOT NULL,
+            liquidity      VARCHAR NOT NULL,
+            reason         VARCHAR NOT NULL
+        )""",
+    "loan_updates": """
+        CREATE TABLE IF NOT EXISTS loan_updates (
+            run_id                VARCHAR NOT NULL,
+            ts                    TIMESTAMPTZ NOT NULL,
+            principal_usd         DOUBLE NOT NULL,
+            accrued_interest_usd  DOUBLE NOT NULL,
+            interest_paid_usd     DOUBLE NOT NULL,
+            principal_paid_usd    DOUBLE NOT NULL,
+            reserve_usd           DOUBLE NOT NULL,
+            reserve_deployed_usd  DOUBLE NOT NULL,
+            collateral_usd        DOUBLE,
+            ltv                   DOUBLE,
+            band                  VARCHAR NOT NULL,
+            trading_state         VARCHAR NOT NULL
+        )""",
+    "backtest_equity": """
+        CREATE TABLE IF NOT EXISTS backtest_equity (
+            run_id              VARCHAR NOT NULL,
+            ts                  TIMESTAMPTZ NOT NULL,
+            cash_usd            DOUBLE NOT NULL,
+            position_value_usd  DOUBLE NOT NULL,
+            reserve_usd         DOUBLE NOT NULL,
+            loan_usd            DOUBLE NOT NULL,
+            equity_usd          DOUBLE NOT NULL,   -- cash + position value + reserve - loan
+            fees_usd            DOUBLE NOT NULL,   -- to date
+            funding_usd         DOUBLE NOT NULL,   -- to date, positive = paid
+            ltv                 DOUBLE
+        )""",
     "ingest_stats": """
         CREATE TABLE IF NOT EXISTS ingest_stats (
             exchange   VARCHAR NOT NULL,

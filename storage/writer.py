@@ -55,7 +55,9 @@ class _RefusedRows(Exception):
 _UNIQUE_KEYS = {"trades": ("exchange", "instrument", "trade_id")}
 
 # Tables of analytics records (models.records), written by append_records.
-_RECORD_TABLES = frozenset({"volatility", "surface_fits", "premium_quotes", "policy_risk"})
+_RECORD_TABLES = frozenset({"volatility", "surface_fits", "premium_quotes", "policy_risk",
+                            "position_states", "hedge_decisions", "order_decisions",
+                            "backtest_trades", "loan_updates", "backtest_equity"})
 
 # Columns of the data batches that hold times (epoch seconds in memory, TIMESTAMPTZ on disk).
 TIME_COLUMNS = frozenset({"event_ts", "receive_ts", "expiry_utc", "next_funding_ts"})
@@ -253,8 +255,9 @@ class DuckDBWriter:
         return self._append("oracle_prices", oracle_table(prices), [""] * len(prices), now)
 
     def append_records(self, table: str, records, now: float) -> Commit | None:
-        """Buffer analytics records (``volatility``, ``surface_fits``, ``premium_quotes``,
-        ``policy_risk``)."""
+        """Buffer records of models.records (analytics: ``volatility``, ``surface_fits``,
+        ``premium_quotes``, ``policy_risk``; hedging: ``position_states``, ``hedge_decisions``,
+        ``order_decisions``, ``backtest_trades``, ``loan_updates``, ``backtest_equity``)."""
         if table not in _RECORD_TABLES:
             raise ValueError(f"not an analytics table: {table!r}")
         records = list(records)

@@ -1,0 +1,143 @@
+"""The hedge desk as a node of the graph: it assembles each asset's market state from the
+graph's streams and steps ``models.desk.HedgeDesk`` on every oracle price.
+
+```
+oracle prices ──────────────┐
+volatility (24 h, ready) ───┤
+funding (perp mark, rate) ──┼─► HedgeNode ─► desk steps ─► position_states, hedge_decisions,
+surfaces (ATM implied vol) ─┘                              order_decisions, backtest_trades,
+                                                            loan_updates, backtest_equity, alerts
+```
+
+The oracle price is the spot; the perpetual's mark and funding rate come from the funding stream
+(live: the venues' mark-price channels) or from a funding history (backtests), and fall back to
+the spot when no mark is known yet. An oracle price that is not "ok" reaches the desk as an
+unknown (NaN) spot: the engine and the gate then refuse to trade, they never guess.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+from models.desk import DeskStep, HedgeDesk
+from models.hedge import MarketState
+from models.records import (
+    EquityRecord,
+    FillRecord,
+    HedgeDecisionRecord,
+    OrderRecord,
+    PositionRecord,
+    TreasuryRecord,
+)
+
+THIRTY_DAYS_YEARS = 30.0 / 365.0
+
+
+class HedgeNode:
+    """Market state for one asset's desk, from the graph's streams; ``on_prices`` steps it."""
+
+    def __init__(self, desk: HedgeDesk, *, run_id: str = "live", funding_history=None) -> None:
+        self.desk = desk
+        self.asset = desk.asset
+        self.run_id = run_id
+        self.vol_24h_annual = math.nan
+        self.implied_vol_annual = math.nan
+        self.perp_mark_usd = math.nan
+        self.funding_rate = math.nan
+        self.funding_interval_h = 8.0
+        # A backtest's settled funding: (times, rates) in time order.
+        self._funding = funding_history
+        self._vol_queue: deque[tuple[float, float]] = deque()
+
+    def on_volatility(self, estimates) -> None:
+        """Estimates are kept by their bar's end until a price at or after it is stepped: a batch
+        of prices (a backtest's chunk) then sees, price by price, only the volatility of bars
+        that had closed by its time, never a later one."""
+        for e in estimates:
+            if e.asset == self.asset:
+                vol = e.vol_annual if e.ready and e.vol_annual > 0.0 else math.nan
+                self._vol_queue.append((e.ts, vol))
+
+    def _vol_at(self, ts_s: float) -> float:
+        queue = self._vol_queue
+        while queue and queue[0][0] <= ts_s:
+            self.vol_24h_annual = queue.popleft()[1]
+        return self.vol_24h_annual
+
+    def on_surfaces(self, outcomes) -> None:
+        for o in outcomes:
+            if o.asset == self.asset and o.fit is not None:
+                self.implied_vol_annual = float(o.fit.atm_vol(THIRTY_DAYS_YEARS))
+
+    def on_funding(self, batch) -> None:
+        """A live funding batch (models.records.FundingBatch): the asset's perpetual mark and rate."""
+        mine = np.flatnonzero(batch.asset == self.asset)
+        if mine.size:
+            last = mine[np.argmax(batch.event_ts[mine])]
+            if np.isfinite(batch.mark_usd[last]):
+                self.perp_mark_usd = float(batch.mark_usd[last])
+            if np.isfinite(batch.funding_rate[last]):
+                self.funding_rate = float(batch.funding_rate[last])
+
+    def _funding_rate_at(self, ts_s: float) -> float:
+        if self._funding is None:
+            return self.funding_rate
+        times, rates = self._funding
+        i = int(np.searchsorted(times, ts_s, side="right")) - 1
+        return float(rates[i]) if i >= 0 else math.nan
+
+    def on_prices(self, prices) -> list[DeskStep]:
+        steps = []
+        for p in prices:
+            if p.asset != self.asset or p.ts < self.desk._last_ts:
+                continue
+            ok = p.status == "ok" and math.isfinite(p.price_usd)
+            spot = p.price_usd if ok else math.nan
+            mark = self.perp_mark_usd if math.isfinite(self.perp_mark_usd) else spot
+            steps.append(self.desk.step(MarketState(
+                ts_s=p.ts, asset=self.asset, spot_usd=spot, perp_mark_usd=mark,
+                funding_rate_per_interval=self._funding_rate_at(p.ts),
+                funding_interval_h=self.funding_interval_h, vol_24h_annual=self._vol_at(p.ts),
+                implied_vol_annual=self.implied_vol_annual, oracle_ok=ok,
+            )))
+        return steps
+
+
+def desk_records(steps: list[DeskStep], run_id: str, asset: str) -> dict[str, list]:
+    """The rows of each hedging table for a list of desk steps."""
+    tables: dict[str, list] = {"position_states": [], "hedge_decisions": [], "order_decisions": [],
+                               "backtest_trades": [], "loan_updates": [], "backtest_equity": []}
+    for st in steps:
+        s = st.state
+        tables["position_states"].append(PositionRecord(
+            run_id, asset, st.ts_s, st.mode, s.spot_coin, s.long_perp_coin, s.short_perp_coin,
+            s.quarterly_coin, s.put_coin, st.delta_coin, st.hedge_ratio, st.spot_usd,
+            st.unrealized_pnl_usd, st.realized_pnl_usd))
+        for event in st.events:
+            name, _, detail = event.partition(" ")
+            tables["hedge_decisions"].append(HedgeDecisionRecord(run_id, asset, st.ts_s, "hedge", name, detail))
+        for o in st.approved:
+            tables["order_decisions"].append(OrderRecord(
+                run_id, st.ts_s, o.order_id, o.asset, o.kind, o.side, o.quantity_coin, o.reason,
+                "approved", "", ""))
+        for r in st.rejections:
+            o = r.order
+            tables["order_decisions"].append(OrderRecord(
+                run_id, st.ts_s, o.order_id, o.asset, o.kind, o.side, o.quantity_coin, o.reason,
+                "rejected", r.rule, r.detail))
+        for f, reason in zip(st.fills, st.fill_reasons):
+            tables["backtest_trades"].append(FillRecord(
+                run_id, f.ts_s, f.order_id, f.asset, f.kind, f.side, f.venue, f.quantity_coin,
+                f.price_usd, f.fee_usd, f.liquidity, reason))
+        if st.treasury is not None:
+            tables["loan_updates"].append(TreasuryRecord(
+                run_id, st.ts_s, st.principal_usd, st.accrued_interest_usd, st.interest_paid_usd,
+                st.principal_paid_usd, st.reserve_usd, st.reserve_deployed_usd,
+                st.treasury.collateral_value_usd, st.ltv, st.band, st.trading_state))
+        tables["backtest_equity"].append(EquityRecord(
+            run_id, st.ts_s, st.cash_usd, st.position_value_usd, st.reserve_usd, st.loan_usd,
+            st.equity_usd, st.fees_usd, st.funding_usd, st.ltv))
+    return {name: rows for name, rows in tables.items() if rows}

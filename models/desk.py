@@ -1,0 +1,425 @@
+"""The hedge desk: plan 001's engine, the safety gate, a paper venue and the treasury, composed
+into one small state machine that the graph (live) and the backtest drive alike.
+
+Per market update (``step``) the desk, in this order:
+
+1. settles perpetual funding due since the last step (at the venue's funding times, on the perp
+   position at the mark, at the rate the market state carries: ``funding_rate_per_interval``);
+2. marks the futures to market (variation margin: their P&L since the last mark moves to cash);
+3. marks the treasury: the loan accrues, the LTV is read against the collateral (``Q_B`` × spot),
+   the reserve deploys onto the loan by plan 001's formula, and the LTV band decides the trading
+   state (ACTIVE, REDUCING, HALTED);
+4. runs the safety gate's time-driven rules (dead man's switch on the data's heartbeat, panic
+   close, breakers); their decisions (flatten orders) go first;
+5. steps the hedge engine; while the trading state allows no new positions, only reduce-only
+   orders go on (an EMERGENCY band flattens the futures);
+6. passes every order through the gate (``check_all``): approved orders execute on the paper
+   venue against the market (the perp at its mark, the quarterly at its model price, puts at
+   their Black-Scholes premium at the implied vol), refused ones go back to the engine;
+7. hands a closed take-profit cycle's profit to the treasury (interest, reserve refill,
+   principal, in that order).
+
+Accounting (all USD): ``cash_usd`` holds the trading capital (the loan's proceeds by default),
+receives the futures' P&L as variation margin, pays fees, funding and put premiums, and pays the
+lender from profits. ``position_value_usd`` is the collateral coins at spot plus the puts at
+their value (Black-Scholes at the last implied vol; intrinsic at expiry); the futures are worth
+nothing once marked. ``equity_usd = cash_usd + position_value_usd + reserve_usd - loan_usd``.
+Everything here is pure: time comes in with the market state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from models.execution import (
+    BINANCE_USDM,
+    BPS,
+    DERIBIT,
+    PaperVenue,
+    VenueConfig,
+    funding_times,
+    slippage_bps,
+    walk_book,
+)
+from models.hedge import (
+    HedgeConfig,
+    HedgeEngine,
+    MarketState,
+    PositionState,
+    quarterly_price_usd,
+)
+from models.loan import (
+    TreasuryConfig,
+    TreasuryMark,
+    mark_treasury,
+    open_treasury,
+    treasury_profit,
+)
+from models.orders import Fill, Order, Rejection
+from models.pricing import bs_price
+from models.records import Alert
+from models.safety import SafetyConfig, SafetyContext, SafetyGate, utc_day_start_s
+
+__all__ = ["DeskConfig", "DeskStep", "HedgeDesk", "DESK_SAFETY"]
+
+SECONDS_PER_YEAR = 365.0 * 86_400.0
+
+# One venue holds the whole hedge, so a per-venue concentration limit would refuse every order.
+DESK_SAFETY = SafetyConfig(max_venue_concentration=1.0)
+
+
+@dataclass(frozen=True)
+class DeskConfig:
+    """The desk: plan 001's starting book and loan, the engine's, treasury's and gate's configs,
+    and the venues (futures on ``futures_venue``, puts on ``options_venue``). ``trading_capital_usd``
+    is the cash the desk starts with (None: the loan's principal, i.e. the loan's proceeds fund the
+    hedge's margin and costs)."""
+
+    asset: str = "BTC"
+    initial_state: PositionState = field(default_factory=PositionState)
+    hedge: HedgeConfig = field(default_factory=HedgeConfig)
+    treasury: TreasuryConfig = field(default_factory=TreasuryConfig)
+    safety: SafetyConfig = DESK_SAFETY
+    futures_venue: VenueConfig = BINANCE_USDM
+    options_venue: VenueConfig = DERIBIT
+    trading_capital_usd: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.trading_capital_usd is not None and not (
+                math.isfinite(self.trading_capital_usd) and self.trading_capital_usd >= 0.0):
+            raise ValueError(f"trading_capital_usd must be finite and >= 0, got {self.trading_capital_usd!r}")
+        if "perp" not in self.futures_venue.kinds:
+            raise ValueError(f"futures_venue {self.futures_venue.name} does not trade perps")
+
+
+@dataclass(frozen=True)
+class DeskStep:
+    """What one ``step`` did: the engine's mode and hedge ratio, every order with its verdict
+    (approved orders and the rejections), the fills, funding paid (positive = paid), the
+    treasury's mark and any profit distribution, the gate's alerts, and the accounts after."""
+
+    ts_s: float
+    spot_usd: float
+    mode: str
+    hedge_ratio: float
+    delta_coin: float
+    unrealized_pnl_usd: float
+    realized_pnl_usd: float
+    state: PositionState
+    approved: tuple[Order, ...]
+    rejections: tuple[Rejection, ...]
+    fills: tuple[Fill, ...]
+    fill_reasons: tuple[str, ...]
+    funding_paid_usd: float
+    treasury: TreasuryMark | None
+    distribution: object | None
+    events: tuple[str, ...]
+    alerts: tuple[Alert, ...]
+    cash_usd: float
+    position_value_usd: float
+    reserve_usd: float
+    loan_usd: float
+    equity_usd: float
+    fees_usd: float
+    funding_usd: float
+    ltv: float
+    band: str
+    trading_state: str
+    principal_usd: float
+    accrued_interest_usd: float
+    interest_paid_usd: float
+    principal_paid_usd: float
+    reserve_deployed_usd: float
+
+
+class HedgeDesk:
+    """See the module docstring. ``step(market)`` once per market update, in time order."""
+
+    def __init__(self, config: DeskConfig, start_ts_s: float) -> None:
+        self.config = config
+        self.asset = config.asset
+        self.engine = HedgeEngine(config.hedge, config.initial_state, asset=config.asset)
+        self.gate = SafetyGate(config.safety)
+        self.futures = PaperVenue(config.futures_venue)
+        self.options = PaperVenue(config.options_venue)
+        self.treasury = open_treasury(start_ts_s, config.treasury)
+        capital = config.treasury.loan.principal_usd if config.trading_capital_usd is None \
+            else config.trading_capital_usd
+        self.cash_usd = float(capital)
+        self.fees_usd = 0.0
+        self.funding_usd = 0.0  # paid, to date
+        self.gross_profit_usd = 0.0  # the futures' and puts' P&L before fees and funding
+        self.repaid_from_profits_usd = 0.0
+        self._last_ts = start_ts_s
+        self._futures_mark: dict[str, float] = {}  # kind -> the price the futures were last marked at
+        self._iv = math.nan
+        self._day_start_s = utc_day_start_s(start_ts_s)
+        self._day_start_equity = math.nan
+        self._peak_equity = math.nan
+        self._daily_volume_usd = 0.0
+        self._heartbeat_s = start_ts_s
+        self._band = "UNKNOWN"
+        self._trading_state = "ACTIVE"
+        self._new_positions_allowed = True
+        self._n_flatten = 0
+        self._settled_put_expiry = math.nan
+
+    # ------------------------------------------------------------------ accounts
+
+    @property
+    def state(self) -> PositionState:
+        return self.engine.state
+
+    @property
+    def loan_usd(self) -> float:
+        return self.treasury.loan.outstanding_usd
+
+    @property
+    def reserve_usd(self) -> float:
+        return self.treasury.reserve.balance_usd
+
+    def _put_value_usd(self, market: MarketState) -> float:
+        s = self.state
+        if s.put_coin <= 0.0 or not math.isfinite(market.spot_usd):
+            return 0.0
+        years = max((s.put_expiry_ts_s - market.ts_s) / SECONDS_PER_YEAR, 0.0)
+        vol = self._iv if math.isfinite(self._iv) else 0.0
+        return s.put_coin * float(bs_price(market.spot_usd, s.put_strike_usd, years,
+                                           self.config.hedge.rate_annual, vol, False))
+
+    def position_value_usd(self, market: MarketState) -> float:
+        return self.state.spot_coin * market.spot_usd + self._put_value_usd(market)
+
+    def equity_usd(self, market: MarketState) -> float:
+        return self.cash_usd + self.position_value_usd(market) + self.reserve_usd - self.loan_usd
+
+    # ------------------------------------------------------------------ prices
+
+    def _mark_of(self, kind: str, market: MarketState) -> float:
+        if kind == "perp":
+            return market.perp_mark_usd
+        if kind == "quarterly":
+            return quarterly_price_usd(market.spot_usd, market.quarterly_basis_apr, market.ts_s)
+        if kind == "spot":
+            return market.spot_usd
+        return math.nan
+
+    def _futures_position(self, kind: str) -> float:
+        s = self.state
+        return s.long_perp_coin - s.short_perp_coin if kind == "perp" else s.quarterly_coin
+
+    def _mark_futures(self, market: MarketState) -> None:
+        """Variation margin: each futures position's P&L since its last mark moves to cash."""
+        for kind in ("perp", "quarterly"):
+            mark = self._mark_of(kind, market)
+            if not (math.isfinite(mark) and mark > 0.0):
+                continue  # unknown: marked when it is known again
+            last = self._futures_mark.get(kind)
+            position = self._futures_position(kind)
+            if last is not None and position != 0.0:
+                pnl = position * (mark - last)
+                self.cash_usd += pnl
+                self.gross_profit_usd += pnl
+            self._futures_mark[kind] = mark
+
+    def _settle_funding(self, market: MarketState) -> float:
+        venue = self.config.futures_venue
+        rate, mark = market.funding_rate_per_interval, market.perp_mark_usd
+        position = self._futures_position("perp")
+        paid = 0.0
+        if position != 0.0 and math.isfinite(rate) and math.isfinite(mark):
+            for _ in funding_times(self._last_ts, market.ts_s, venue.funding_interval_h,
+                                   venue.funding_offset_h):
+                paid += position * mark * rate  # longs pay a positive rate
+        if paid:
+            self.cash_usd -= paid
+            self.funding_usd += paid
+            self.engine.on_funding(-paid)
+        return paid
+
+    # ------------------------------------------------------------------ the step
+
+    def _context(self, market: MarketState) -> SafetyContext:
+        s = self.state
+        equity = self.equity_usd(market)
+        positions = {(self.asset, "spot"): s.spot_coin, (self.asset, "perp"): s.perp_net_coin,
+                     (self.asset, "quarterly"): s.quarterly_coin, (self.asset, "put"): s.put_coin}
+        liquidation = {}
+        net = s.futures_net_coin
+        if net != 0.0 and math.isfinite(market.perp_mark_usd):
+            # The futures' margin is the desk's cash: a short is liquidated when its loss takes it.
+            liquidation[self.asset] = market.perp_mark_usd - self.cash_usd / net
+        exposure = abs(net) * market.perp_mark_usd if math.isfinite(market.perp_mark_usd) else 0.0
+        return SafetyContext(
+            ts_s=market.ts_s, markets=market, equity_usd=equity,
+            day_start_equity_usd=self._day_start_equity, peak_equity_usd=self._peak_equity,
+            day_start_s=self._day_start_s, daily_volume_usd=self._daily_volume_usd,
+            positions_coin=positions, liquidation_prices_usd=liquidation,
+            open_orders=len(self.engine.pending_order_ids),
+            venue_exposure_usd={self.config.futures_venue.name: exposure},
+            heartbeat_ts_s=self._heartbeat_s,
+        )
+
+    def _execute(self, order: Order, market: MarketState) -> list[Fill]:
+        if order.kind == "put":
+            contract = self.engine.put_contract(order.order_id)
+            if contract is None or not math.isfinite(market.implied_vol_annual):
+                return []
+            years = max((contract.expiry_ts_s - market.ts_s) / SECONDS_PER_YEAR, 0.0)
+            premium = float(bs_price(market.spot_usd, contract.strike_usd, years,
+                                     self.config.hedge.rate_annual, market.implied_vol_annual, False))
+            return self.options.execute(order, premium, market.ts_s)
+        return self.futures.execute(order, self._mark_of(order.kind, market), market.ts_s)
+
+    def _expected_slippage(self, order: Order, market: MarketState) -> float:
+        """A market futures order's slippage against the mid, walked on the venue's depth model
+        (a fraction; NaN when the price is unknown, which the gate refuses)."""
+        if order.kind == "put" or not order.is_market:
+            return 0.0 if order.kind == "put" else math.nan
+        mid = self._mark_of(order.kind, market)
+        if not (math.isfinite(mid) and mid > 0.0):
+            return math.nan
+        prices, sizes = self.config.futures_venue.depth.book(mid).side_for(order.side)
+        filled, vwap = walk_book(prices, sizes, order.quantity_coin, order.side)
+        if filled < order.quantity_coin:
+            return math.inf  # deeper than the book: the gate refuses it
+        return float(slippage_bps(order.side, vwap, mid)) * BPS
+
+    def _apply(self, fill: Fill) -> None:
+        self.fees_usd += fill.fee_usd
+        self.cash_usd -= fill.fee_usd
+        self._daily_volume_usd += fill.notional_usd
+        if fill.kind == "put":
+            self.cash_usd -= fill.signed_quantity_coin * fill.price_usd
+        elif fill.kind in ("perp", "quarterly"):
+            # Settle the position held to the fill's price first, then trade at it.
+            last = self._futures_mark.get(fill.kind, fill.price_usd)
+            pnl = self._futures_position(fill.kind) * (fill.price_usd - last)
+            self.cash_usd += pnl
+            self.gross_profit_usd += pnl
+            self._futures_mark[fill.kind] = fill.price_usd
+        self.engine.on_fill(fill)
+
+    def step(self, market: MarketState) -> DeskStep:
+        if market.asset != self.asset:
+            raise ValueError(f"this desk trades {self.asset}, not {market.asset}")
+        ts = market.ts_s
+        if ts < self._last_ts:
+            raise ValueError(f"market time {ts} is before the desk's {self._last_ts}")
+        if math.isfinite(market.implied_vol_annual):
+            self._iv = market.implied_vol_annual
+        funding_paid = self._settle_funding(market)
+        self._mark_futures(market)
+        self._expire_put(market)
+
+        collateral = self.state.spot_coin * market.spot_usd
+        self.treasury, mark = mark_treasury(self.treasury, collateral, ts)
+        action = mark.action
+        self._band, self._trading_state = action.band, action.trading_state
+        events: list[str] = []
+
+        # The day's start and the high-water mark, for the daily loss limit and the panic close.
+        equity = self.equity_usd(market)
+        if utc_day_start_s(ts) != self._day_start_s or not math.isfinite(self._day_start_equity):
+            self._day_start_s = utc_day_start_s(ts)
+            self._day_start_equity = equity
+            self._daily_volume_usd = 0.0
+        if math.isfinite(equity):
+            self._peak_equity = equity if not math.isfinite(self._peak_equity) else max(self._peak_equity, equity)
+
+        context = self._context(market)
+        tick = self.gate.tick(context)
+        # The data's arrival is the heartbeat: a stalled feed leaves it behind, and the switch fires.
+        if market.oracle_ok and math.isfinite(market.spot_usd):
+            self._heartbeat_s = ts
+        orders: list[Order] = [o for d in tick.decisions for o in d.orders]
+        events += [f"safety {d.rule}: {d.reason}" for d in tick.decisions]
+
+        hedge = self.engine.step(market)
+        events += hedge.events
+        if action.close_all_positions:
+            orders += [o for o in self._flatten(ts, "ltv_emergency")]
+            events.append(f"ltv {mark.ltv:.3f} {action.band}: close all")
+        elif not action.new_positions_allowed:
+            held = [o for o in hedge.orders if not o.reduce_only]
+            if held:
+                events.append(f"ltv {mark.ltv:.3f} {action.band}: {len(held)} orders held back")
+            orders += [o for o in hedge.orders if o.reduce_only]
+        else:
+            held = []
+            orders += hedge.orders
+        if action.close_all_positions:
+            held = list(hedge.orders)
+        for order in held:  # the engine must not wait for orders that were never sent
+            self.engine.on_order_closed(order.order_id)
+
+        approved, rejections, fills, reasons = [], [], [], []
+        slippage = [self._expected_slippage(o, market) for o in orders]
+        for verdict in self.gate.check_all(orders, context, expected_slippage_fraction=slippage):
+            if isinstance(verdict, Rejection):
+                rejections.append(verdict)
+                self.engine.on_rejection(verdict)
+                continue
+            approved.append(verdict)
+            done = self._execute(verdict, market)
+            for fill in done:
+                self._apply(fill)
+                fills.append(fill)
+                reasons.append(verdict.reason)
+            if not done:
+                self.engine.on_order_closed(verdict.order_id)
+
+        distribution = None
+        if hedge.distributable_profit_usd > 0.0 and math.isfinite(collateral):
+            before = self.treasury.loan.outstanding_usd
+            self.treasury, distribution = treasury_profit(self.treasury, hedge.distributable_profit_usd,
+                                                          collateral, ts)
+            # What went to the lender and the reserve left the desk's cash.
+            self.cash_usd -= distribution.profit_usd - distribution.retained_usd
+            self.repaid_from_profits_usd += max(before - self.treasury.loan.outstanding_usd, 0.0)
+            events.append(f"profit {distribution.profit_usd:.2f} distributed")
+
+        self._last_ts = ts
+        position_value = self.position_value_usd(market)
+        loan, reserve = self.treasury.loan, self.treasury.reserve
+        return DeskStep(
+            ts_s=ts, spot_usd=market.spot_usd, mode=self.engine.mode,
+            hedge_ratio=self.state.hedge_ratio, delta_coin=hedge.delta_coin,
+            unrealized_pnl_usd=hedge.unrealized_pnl_usd, realized_pnl_usd=hedge.realized_pnl_usd,
+            state=self.state, approved=tuple(approved),
+            rejections=tuple(rejections), fills=tuple(fills), fill_reasons=tuple(reasons),
+            funding_paid_usd=funding_paid, treasury=mark, distribution=distribution,
+            events=tuple(events), alerts=tick.alerts + tuple(self.gate.take_alerts()),
+            cash_usd=self.cash_usd, position_value_usd=position_value, reserve_usd=self.reserve_usd,
+            loan_usd=self.loan_usd,
+            equity_usd=self.cash_usd + position_value + self.reserve_usd - self.loan_usd,
+            fees_usd=self.fees_usd, funding_usd=self.funding_usd, ltv=mark.ltv,
+            band=action.band, trading_state=action.trading_state,
+            principal_usd=loan.principal_outstanding_usd, accrued_interest_usd=loan.accrued_interest_usd,
+            interest_paid_usd=loan.interest_paid_usd, principal_paid_usd=loan.principal_paid_usd,
+            reserve_deployed_usd=reserve.total_deployed_usd,
+        )
+
+    def _flatten(self, ts_s: float, reason: str) -> list[Order]:
+        from models.safety import flatten_orders
+
+        s = self.state
+        positions = {(self.asset, "perp"): s.perp_net_coin, (self.asset, "quarterly"): s.quarterly_coin}
+        orders = flatten_orders(ts_s, positions, reason=reason, first_index=self._n_flatten)
+        self._n_flatten += len(orders)
+        return list(orders)
+
+    def _expire_put(self, market: MarketState) -> None:
+        """A put past its expiry settles at intrinsic value against spot (cash), and is gone."""
+        s = self.state
+        if (s.put_coin > 0.0 and market.ts_s >= s.put_expiry_ts_s and math.isfinite(market.spot_usd)
+                and s.put_expiry_ts_s != self._settled_put_expiry):
+            payoff = s.put_coin * max(s.put_strike_usd - market.spot_usd, 0.0)
+            self.cash_usd += payoff
+            self._settled_put_expiry = s.put_expiry_ts_s  # once, whatever the engine does next
+
+
+def replace_leverage(config: DeskConfig, leverage: float) -> DeskConfig:
+    """``config`` with the book's leverage set (a parameter sweep's knob)."""
+    return replace(config, initial_state=replace(config.initial_state, leverage=leverage))

@@ -1,0 +1,102 @@
+"""models.desk: the engine, the gate, the paper venue and the treasury composed. The accounts must
+reconcile to the cent, and the plan's stress scenarios must end as the plan says."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from models.desk import DeskConfig, HedgeDesk
+from models.hedge import MarketState
+
+T0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
+SPOT = 100_000.0
+VOL = 0.60
+
+
+def gbm(n: int, seed: int = 1, vol_annual: float = VOL, step_s: float = 60.0, start: float = SPOT):
+    rng = np.random.default_rng(seed)
+    sd = vol_annual * math.sqrt(step_s / (365 * 86_400))
+    return start * np.exp(np.cumsum(sd * rng.standard_normal(n)))
+
+
+def run(prices, *, step_s=60.0, funding=0.0001, vol=VOL, iv=math.nan, ts=None, desk=None):
+    desk = desk or HedgeDesk(DeskConfig(), T0)
+    times = T0 + step_s * np.arange(1, len(prices) + 1) if ts is None else ts
+    steps = [desk.step(MarketState(float(t), "BTC", float(p), float(p), funding_rate_per_interval=funding,
+                                   vol_24h_annual=vol, implied_vol_annual=iv))
+             for t, p in zip(times, prices)]
+    return desk, steps
+
+
+def test_the_accounts_reconcile_at_every_step():
+    desk, steps = run(gbm(3 * 1_440))
+    fills = [f for st in steps for f in st.fills]
+    assert fills, "the desk never traded"
+    for st in steps:
+        assert st.equity_usd == pytest.approx(st.cash_usd + st.position_value_usd + st.reserve_usd - st.loan_usd,
+                                              abs=1e-9)
+    # Cash moves only by the futures' P&L, fees, funding and what profits paid the lender and reserve.
+    distributed = sum(st.distribution.profit_usd - st.distribution.retained_usd
+                      for st in steps if st.distribution is not None)
+    start_cash = DeskConfig().treasury.loan.principal_usd
+    assert desk.cash_usd == pytest.approx(
+        start_cash + desk.gross_profit_usd - desk.fees_usd - desk.funding_usd - distributed, abs=1e-6)
+    assert desk.fees_usd == pytest.approx(sum(f.fee_usd for f in fills), abs=1e-9)
+    # The hedge is short: the book's delta is the unhedged part of the collateral.
+    last = steps[-1]
+    assert 0.0 < last.delta_coin < DeskConfig().initial_state.spot_coin
+
+
+def test_unknown_prices_trade_nothing():
+    desk = HedgeDesk(DeskConfig(), T0)
+    st = desk.step(MarketState(T0 + 60.0, "BTC", math.nan, math.nan, vol_24h_annual=VOL))
+    assert st.approved == () and st.fills == ()
+
+
+def test_a_short_hedge_receives_positive_funding_at_the_funding_times():
+    # Funding settles at 00:00, 08:00 and 16:00 UTC: a day of minutes crosses three of them.
+    desk, steps = run(np.full(1_440, SPOT), funding=0.001)
+    assert desk.state.short_perp_coin > 0.0
+    assert desk.funding_usd < 0.0  # negative paid: received, as a short does when longs pay
+    settled = [st.funding_paid_usd for st in steps if st.funding_paid_usd]
+    assert 1 <= len(settled) <= 3
+
+
+def test_a_feed_stall_fires_the_dead_mans_switch_and_trading_stops():
+    prices = np.full(200, SPOT)
+    ts = T0 + 60.0 * np.arange(1, 201)
+    ts[100:] += 2 * 3_600.0  # two hours without data
+    desk, steps = run(prices, ts=ts)
+    fired = [st for st in steps if any("dead_mans_switch" in e for e in st.events)]
+    assert fired and fired[0].ts_s == ts[100]
+    assert any(a.kind == "safety_dead_mans_switch" for st in fired for a in st.alerts)
+    # The switch flattened the futures, and new hedge orders are refused until someone resumes.
+    assert desk.state.short_perp_coin == pytest.approx(0.0, abs=1e-9)
+    later = [r.rule for st in steps[101:] for r in st.rejections]
+    assert later and set(later) == {"dead_mans_switch"}
+
+
+def test_rapid_ltv_rise_deploys_the_reserve_then_closes_everything():
+    # The collateral loses 85 % in ten hours: the reserve pays the loan down by plan 001's formula,
+    # and once even that leaves the LTV in EMERGENCY the desk closes every futures position.
+    start = DeskConfig().treasury.loan.principal_usd / (0.27 * 0.55)  # LTV 0.55 at the start
+    path = np.concatenate([np.full(120, start), np.linspace(start, start * 0.15, 600)])
+    desk, steps = run(path)
+    bands = [st.band for st in steps]
+    assert "MONITOR" in bands and "EMERGENCY" in bands
+    deployed = [st.reserve_deployed_usd for st in steps]
+    assert deployed[-1] == pytest.approx(10_000.0) and deployed == sorted(deployed)
+    emergency = bands.index("EMERGENCY")
+    assert any("close all" in e for st in steps[emergency:] for e in st.events)
+    assert desk.state.short_perp_coin == pytest.approx(0.0, abs=1e-9)
+
+
+def test_extreme_funding_stops_the_hedge_from_growing():
+    # Shorts paying 0.3 % every 8 h (about 330 % a year): the funding rule refuses the short.
+    desk, steps = run(np.full(240, SPOT), funding=-0.003)
+    rules = {r.rule for st in steps for r in st.rejections}
+    assert "funding_cost" in rules
+    assert desk.state.short_perp_coin == 0.0
