@@ -212,12 +212,15 @@ class HedgeDesk:
     def _mark_futures(self, market: MarketState) -> None:
         """Variation margin: each futures position's P&L since its last mark moves to cash."""
         for kind in ("perp", "quarterly"):
+            position = self._futures_position(kind)
+            if position == 0.0:
+                self._futures_mark.pop(kind, None)  # flat: the next fill sets its mark
+                continue
             mark = self._mark_of(kind, market)
             if not (math.isfinite(mark) and mark > 0.0):
                 continue  # unknown: marked when it is known again
             last = self._futures_mark.get(kind)
-            position = self._futures_position(kind)
-            if last is not None and position != 0.0:
+            if last is not None:
                 pnl = position * (mark - last)
                 self.cash_usd += pnl
                 self.gross_profit_usd += pnl
