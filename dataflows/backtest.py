@@ -76,7 +76,7 @@ def run_backtest(ts_s: np.ndarray, close_usd: np.ndarray, db_path: str | Path, *
         desk_config = dataclasses.replace(desk_config, safety=dataclasses.replace(
             desk_config.safety, heartbeat_timeout_s=3.0 * spacing_s))
     desk = HedgeDesk(desk_config, float(ts[0]))
-    node = HedgeNode(desk, run_id=run_id, funding_history=funding_history)
+    node = HedgeNode(desk, run_id=run_id, backtest=True, funding_history=funding_history)
     if funding is None:
         node.funding_rate = 0.0  # no funding history given: the perpetual costs nothing to hold
     steps = graph.attach_desk(node)

@@ -8,6 +8,7 @@
     hedgeflow query "SQL" [--db PATH] [--archive DIR]      SQL over hot and archived data
     hedgeflow quality [--day DATE]                         the data quality report
     hedgeflow pause [--on-chain] | resume                  emergency stop of oracle publishing
+    hedgeflow pause --trading | resume --trading | flatten  the hedge desk's pause and flatten
     hedgeflow quote --asset BTC --strike K --expiry DATE [--amount N]   protection price, as JSON
     hedgeflow premium-backtest --data FILE                 the premium model against realized payoffs
     hedgeflow calibrate-jumps --data FILE                  Merton jump parameters from a price history
@@ -312,9 +313,18 @@ def cmd_quality(args: argparse.Namespace) -> int:
 
 def cmd_pause(args: argparse.Namespace) -> int:
     """Emergency pause: the running publisher stops at its next tick (and pauses the Oracle
-    contract with --on-chain). The pause file is the channel: only someone who may write the
-    data folder can pause or resume."""
-    path = Path(_config(args, {}).chain.pause_file)
+    contract with --on-chain); with --trading the hedge desk stops opening positions instead.
+    The pause file is the channel: only someone who may write the data folder can pause or
+    resume."""
+    cfg = _config(args, {})
+    if args.trading:
+        path = Path(cfg.hedge.pause_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{args.why or 'hedgeflow pause --trading'}\n", encoding="utf-8")
+        print(f"hedgeflow: trading paused ({path}): reducing orders still pass; "
+              "`hedgeflow resume --trading` lifts it")
+        return 0
+    path = Path(cfg.chain.pause_file)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("on-chain\n" if args.on_chain else "off-chain\n", encoding="utf-8")
     where = "off-chain and on-chain" if args.on_chain else "off-chain"
@@ -323,12 +333,25 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    path = Path(_config(args, {}).chain.pause_file)
+    cfg = _config(args, {})
+    path, what = (Path(cfg.hedge.pause_file), "trading") if args.trading else \
+        (Path(cfg.chain.pause_file), "publishing")
     if not path.exists():
-        print(f"hedgeflow: publishing was not paused ({path} does not exist)")
+        print(f"hedgeflow: {what} was not paused ({path} does not exist)")
         return 0
     path.unlink()
-    print(f"hedgeflow: publishing resumes ({path} removed)")
+    print(f"hedgeflow: {what} resumes ({path} removed)")
+    return 0
+
+
+def cmd_flatten(args: argparse.Namespace) -> int:
+    """Close the hedge desk's futures at its next tick and pause trading (the running
+    ``hedgeflow run`` reads the flatten file, acts once and removes it)."""
+    path = Path(_config(args, {}).hedge.flatten_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{args.why or 'hedgeflow flatten'}\n", encoding="utf-8")
+    print(f"hedgeflow: flatten requested ({path}); trading stays paused until "
+          "`hedgeflow resume --trading`")
     return 0
 
 
@@ -511,7 +534,7 @@ def _price_history(paths: list[str], venue: str):
 def cmd_backtest(args: argparse.Namespace) -> int:
     from dataflows.backtest import run_backtest
     from dataflows.history import load_funding
-    from models.desk import DeskConfig, replace_leverage
+    from models.desk import replace_leverage
 
     cfg = _config(args, {})
     ts, close = _price_history(args.data, args.venue)
@@ -520,8 +543,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         raise HedgeflowError(f"{args.db} exists: give a new --db file for this backtest (its "
                              "tables hold one backtest's rows), or remove the old one")
     runs = []
+    base = cfg.hedge.desk_config()
     for leverage in args.leverage or (None,):
-        desk = DeskConfig() if leverage is None else replace_leverage(DeskConfig(), leverage)
+        desk = base if leverage is None else replace_leverage(base, leverage)
         run_id = args.run_id if leverage is None else f"{args.run_id}:leverage={leverage:g}"
         try:
             runs.append(run_backtest(ts, close, args.db, config=cfg, desk_config=desk,
@@ -609,9 +633,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     pause = sub.add_parser("pause", parents=[common], help="emergency pause of oracle publishing")
     pause.add_argument("--on-chain", action="store_true", help="also pause the Oracle contract")
+    pause.add_argument("--trading", action="store_true",
+                       help="pause the hedge desk's trading instead (reducing orders still pass)")
+    pause.add_argument("--why", default="", help="the reason, recorded with the pause")
     pause.set_defaults(func=cmd_pause)
     resume = sub.add_parser("resume", parents=[common], help="lift the emergency pause")
+    resume.add_argument("--trading", action="store_true", help="resume the hedge desk's trading")
     resume.set_defaults(func=cmd_resume)
+    flatten = sub.add_parser("flatten", parents=[common],
+                             help="close the hedge desk's futures and pause its trading")
+    flatten.add_argument("--why", default="", help="the reason, recorded with the flatten")
+    flatten.set_defaults(func=cmd_flatten)
 
     quote = sub.add_parser("quote", parents=[common],
                            help="price protection (a put) off the stored option chain, as JSON")

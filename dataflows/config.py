@@ -49,6 +49,7 @@ from models.errors import HedgeflowError
 __all__ = [
     "AnalyticsConfig",
     "ChainConfig",
+    "HedgeSectionConfig",
     "Config",
     "ConfigError",
     "DashboardConfig",
@@ -652,6 +653,59 @@ class AnalyticsConfig(_Section):
 
 
 @dataclass(frozen=True)
+class HedgeSectionConfig(_Section):
+    """``[hedge]``: the hedge desk of plan 001 in the live graph (models.desk): ``asset``'s
+    collateral ``spot_coin`` against a loan of ``loan_principal_usd`` at ``loan_apr``, a reserve of
+    ``reserve_usd``, futures at ``leverage`` on paper venues, the perpetual's mark and funding read
+    from ``funding_exchange``'s feed. The dead man's switch fires after ``heartbeat_timeout_s``
+    without an "ok" oracle price. While ``pause_file`` exists trading is paused (reducing orders
+    still pass); creating ``flatten_file`` closes the futures once (``hedgeflow pause --trading``,
+    ``resume --trading``, ``flatten``: only someone who may write the data folder can)."""
+
+    SECTION: ClassVar[str] = "hedge"
+
+    enabled: bool = True
+    asset: str = "BTC"
+    spot_coin: float = 0.27
+    leverage: float = 25.0
+    loan_principal_usd: float = 16_200.0
+    loan_apr: float = 0.06
+    reserve_usd: float = 10_000.0
+    funding_exchange: str = "binance"
+    heartbeat_timeout_s: float = 3_600.0
+    pause_file: str = "data/trading.pause"
+    flatten_file: str = "data/trading.flatten"
+
+    def _validate(self) -> None:
+        self._require_positive("spot_coin", "leverage", "loan_principal_usd", "heartbeat_timeout_s")
+        self._require_non_negative("loan_apr", "reserve_usd")
+        if not self.asset:
+            self._fail("asset", "must name a coin (BTC)")
+        try:
+            self.desk_config()
+        except ValueError as exc:
+            self._fail("leverage", str(exc), "spot_coin", "loan_principal_usd", "reserve_usd")
+
+    def desk_config(self):
+        """The desk's config (models.desk.DeskConfig) from this section."""
+        from models.desk import DESK_SAFETY, DeskConfig
+        from models.hedge import PositionState
+        from models.loan import LoanConfig, ReserveConfig, TreasuryConfig
+
+        return DeskConfig(
+            asset=self.asset,
+            initial_state=PositionState(spot_coin=self.spot_coin, leverage=self.leverage),
+            treasury=TreasuryConfig(
+                loan=LoanConfig(principal_usd=self.loan_principal_usd, apr=self.loan_apr),
+                # Plan 001's tranches (3,000 and 5,000 of 10,000), scaled to this reserve.
+                reserve=ReserveConfig(capacity_usd=self.reserve_usd,
+                                      first_tranche_usd=0.3 * self.reserve_usd,
+                                      second_tranche_usd=0.5 * self.reserve_usd)),
+            safety=dataclasses.replace(DESK_SAFETY, heartbeat_timeout_s=self.heartbeat_timeout_s),
+        )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration: one frozen section per TOML table.
 
@@ -667,6 +721,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     chain: ChainConfig = field(default_factory=ChainConfig)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
+    hedge: HedgeSectionConfig = field(default_factory=HedgeSectionConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """``{section: {key: value}}`` of plain Python values (lists copied), e.g. for printing."""

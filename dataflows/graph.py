@@ -133,7 +133,8 @@ class Graph:
             rows, now = list(pending), self.clock.now()
             pending.clear()
             return [self.writer.append_records(table, records, now)
-                    for table, records in desk_records(rows, node.run_id, node.asset).items()]
+                    for table, records in desk_records(rows, node.run_id, node.asset,
+                                                          backtest=node.backtest).items()]
 
         Stream.union(steps.map(write, stream_name="desk records"),
                      self.ticks.map(lambda _: write([], force=True)),

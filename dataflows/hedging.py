@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 
@@ -39,10 +40,17 @@ THIRTY_DAYS_YEARS = 30.0 / 365.0
 class HedgeNode:
     """Market state for one asset's desk, from the graph's streams; ``on_prices`` steps it."""
 
-    def __init__(self, desk: HedgeDesk, *, run_id: str = "live", funding_history=None) -> None:
+    def __init__(self, desk: HedgeDesk, *, run_id: str = "live", backtest: bool = False,
+                 funding_history=None,
+                 funding_exchange: str = "", pause_file: str = "", flatten_file: str = "") -> None:
         self.desk = desk
+        self.funding_exchange = funding_exchange
+        self.pause_file = Path(pause_file) if pause_file else None
+        self.flatten_file = Path(flatten_file) if flatten_file else None
+        self._paused_by_file = False
         self.asset = desk.asset
         self.run_id = run_id
+        self.backtest = backtest
         self.vol_24h_annual = math.nan
         self.implied_vol_annual = math.nan
         self.perp_mark_usd = math.nan
@@ -74,13 +82,34 @@ class HedgeNode:
 
     def on_funding(self, batch) -> None:
         """A live funding batch (models.records.FundingBatch): the asset's perpetual mark and rate."""
-        mine = np.flatnonzero(batch.asset == self.asset)
+        mine = batch.asset == self.asset
+        if self.funding_exchange:
+            mine &= batch.exchange == self.funding_exchange
+        mine = np.flatnonzero(mine)
         if mine.size:
             last = mine[np.argmax(batch.event_ts[mine])]
             if np.isfinite(batch.mark_usd[last]):
                 self.perp_mark_usd = float(batch.mark_usd[last])
             if np.isfinite(batch.funding_rate[last]):
                 self.funding_rate = float(batch.funding_rate[last])
+
+    def on_tick(self, now_s: float) -> None:
+        """The operator's channel (live): while ``pause_file`` exists trading is paused (reducing
+        orders still pass); a ``flatten_file`` closes the futures once and is then removed. Its
+        text, if any, is the reason recorded."""
+        gate = self.desk.gate
+        if self.pause_file is not None:
+            present = self.pause_file.exists()
+            if present and not self._paused_by_file:
+                gate.pause(now_s, "operator", f"{self.pause_file} exists")
+                self._paused_by_file = True
+            elif not present and self._paused_by_file:
+                gate.resume(now_s, "operator", f"{self.pause_file} removed")
+                self._paused_by_file = False
+        if self.flatten_file is not None and self.flatten_file.exists():
+            why = self.flatten_file.read_text(encoding="utf-8", errors="replace").strip()
+            self.flatten_file.unlink(missing_ok=True)
+            self.desk.request_flatten("operator", why or "hedgeflow flatten")
 
     def _funding_rate_at(self, ts_s: float) -> float:
         if self._funding is None:
@@ -106,10 +135,14 @@ class HedgeNode:
         return steps
 
 
-def desk_records(steps: list[DeskStep], run_id: str, asset: str) -> dict[str, list]:
-    """The rows of each hedging table for a list of desk steps."""
+def desk_records(steps: list[DeskStep], run_id: str, asset: str, *,
+                 backtest: bool = False) -> dict[str, list]:
+    """The rows of each hedging table for a list of desk steps; fills and equity go to
+    ``backtest_trades``/``backtest_equity`` for a backtest, ``desk_trades``/``desk_equity`` live."""
+    prefix = "backtest" if backtest else "desk"
+    trades, equity = f"{prefix}_trades", f"{prefix}_equity"
     tables: dict[str, list] = {"position_states": [], "hedge_decisions": [], "order_decisions": [],
-                               "backtest_trades": [], "loan_updates": [], "backtest_equity": []}
+                               trades: [], "loan_updates": [], equity: []}
     for st in steps:
         s = st.state
         tables["position_states"].append(PositionRecord(
@@ -129,7 +162,7 @@ def desk_records(steps: list[DeskStep], run_id: str, asset: str) -> dict[str, li
                 run_id, st.ts_s, o.order_id, o.asset, o.kind, o.side, o.quantity_coin, o.reason,
                 "rejected", r.rule, r.detail))
         for f, reason in zip(st.fills, st.fill_reasons):
-            tables["backtest_trades"].append(FillRecord(
+            tables[trades].append(FillRecord(
                 run_id, f.ts_s, f.order_id, f.asset, f.kind, f.side, f.venue, f.quantity_coin,
                 f.price_usd, f.fee_usd, f.liquidity, reason))
         if st.treasury is not None:
@@ -137,7 +170,7 @@ def desk_records(steps: list[DeskStep], run_id: str, asset: str) -> dict[str, li
                 run_id, st.ts_s, st.principal_usd, st.accrued_interest_usd, st.interest_paid_usd,
                 st.principal_paid_usd, st.reserve_usd, st.reserve_deployed_usd,
                 st.treasury.collateral_value_usd, st.ltv, st.band, st.trading_state))
-        tables["backtest_equity"].append(EquityRecord(
+        tables[equity].append(EquityRecord(
             run_id, st.ts_s, st.cash_usd, st.position_value_usd, st.reserve_usd, st.loan_usd,
             st.equity_usd, st.fees_usd, st.funding_usd, st.ltv))
     return {name: rows for name, rows in tables.items() if rows}

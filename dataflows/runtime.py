@@ -44,6 +44,7 @@ class Pipeline:
         self.sources: list[WebsocketSource] = []
         self.deribit: DeribitChain | None = None
         self.graph: Graph | None = None
+        self.hedge = None  # the hedge desk's node (dataflows.hedging.HedgeNode)
         self.oracle_view = OracleView()
         self.connection_view = ConnectionView()
         self.urls: dict[str, str] = {}
@@ -108,6 +109,17 @@ class Pipeline:
             analytics=analytics,
         )
         self.graph.oracle_prices.sink(self.oracle_view.on_prices)
+        if cfg.hedge.enabled:
+            from dataflows.hedging import HedgeNode
+            from models.desk import HedgeDesk
+
+            hedge = cfg.hedge
+            self.hedge = HedgeNode(
+                HedgeDesk(hedge.desk_config(), self.clock.now()), run_id="live",
+                funding_exchange=hedge.funding_exchange, pause_file=hedge.pause_file,
+                flatten_file=hedge.flatten_file)
+            self.graph.attach_desk(self.hedge)
+            self.graph.ticks.sink(self.hedge.on_tick)
         if cfg.chain.enabled:
             from dataflows.chain.terminal import build_publisher
 

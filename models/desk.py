@@ -163,6 +163,7 @@ class HedgeDesk:
         self._trading_state = "ACTIVE"
         self._new_positions_allowed = True
         self._n_flatten = 0
+        self._flatten_request: tuple[str, str] | None = None
         self._settled_put_expiry = math.nan
 
     # ------------------------------------------------------------------ accounts
@@ -240,6 +241,13 @@ class HedgeDesk:
             self.funding_usd += paid
             self.engine.on_funding(-paid)
         return paid
+
+    # ------------------------------------------------------------------ operators
+
+    def request_flatten(self, who: str, why: str) -> None:
+        """Close every futures position at the next step and pause trading (``hedgeflow
+        flatten``); reducing orders pass the pause."""
+        self._flatten_request = (who, why)
 
     # ------------------------------------------------------------------ the step
 
@@ -336,8 +344,12 @@ class HedgeDesk:
         # The data's arrival is the heartbeat: a stalled feed leaves it behind, and the switch fires.
         if market.oracle_ok and math.isfinite(market.spot_usd):
             self._heartbeat_s = ts
-        orders: list[Order] = [o for d in tick.decisions for o in d.orders]
-        events += [f"safety {d.rule}: {d.reason}" for d in tick.decisions]
+        decisions = list(tick.decisions)
+        if self._flatten_request is not None:
+            decisions.append(self.gate.flatten(context, *self._flatten_request))
+            self._flatten_request = None
+        orders: list[Order] = [o for d in decisions for o in d.orders]
+        events += [f"safety {d.rule}: {d.reason}" for d in decisions]
 
         hedge = self.engine.step(market)
         events += hedge.events

@@ -245,21 +245,6 @@ TABLES: dict[str, str] = {
             rule           VARCHAR NOT NULL,   -- the safety rule that refused it ("" if approved)
             detail         VARCHAR NOT NULL
         )""",
-    "backtest_trades": """
-        CREATE TABLE IF NOT EXISTS backtest_trades (
-            run_id         VARCHAR NOT NULL,
-            ts             TIMESTAMPTZ NOT NULL,
-            order_id       VARCHAR NOT NULL,
-            asset          VARCHAR NOT NULL,
-            kind           VARCHAR NOT NULL,
-            side           VARCHAR NOT NULL,
-            venue          VARCHAR NOT NULL,
-            quantity_coin  DOUBLE NOT NULL,
-            price_usd      DOUBLE NOT NULL,
-            fee_usd        DOUBLE NOT NULL,
-            liquidity      VARCHAR NOT NULL,
-            reason         VARCHAR NOT NULL
-        )""",
     "loan_updates": """
         CREATE TABLE IF NOT EXISTS loan_updates (
             run_id                VARCHAR NOT NULL,
@@ -275,19 +260,41 @@ TABLES: dict[str, str] = {
             band                  VARCHAR NOT NULL,
             trading_state         VARCHAR NOT NULL
         )""",
-    "backtest_equity": """
-        CREATE TABLE IF NOT EXISTS backtest_equity (
+    # The desk's fills and equity: a backtest's under its run id, the live desk's in desk_*.
+    **{
+        f"{prefix}_trades": f"""
+        CREATE TABLE IF NOT EXISTS {prefix}_trades (
+            run_id         VARCHAR NOT NULL,
+            ts             TIMESTAMPTZ NOT NULL,
+            order_id       VARCHAR NOT NULL,
+            asset          VARCHAR NOT NULL,
+            kind           VARCHAR NOT NULL,
+            side           VARCHAR NOT NULL,
+            venue          VARCHAR NOT NULL,
+            quantity_coin  DOUBLE NOT NULL,
+            price_usd      DOUBLE NOT NULL,
+            fee_usd        DOUBLE NOT NULL,
+            liquidity      VARCHAR NOT NULL,
+            reason         VARCHAR NOT NULL
+        )"""
+        for prefix in ("backtest", "desk")
+    },
+    **{
+        f"{prefix}_equity": f"""
+        CREATE TABLE IF NOT EXISTS {prefix}_equity (
             run_id              VARCHAR NOT NULL,
             ts                  TIMESTAMPTZ NOT NULL,
             cash_usd            DOUBLE NOT NULL,
-            position_value_usd  DOUBLE NOT NULL,
+            position_value_usd  DOUBLE,            -- NULL while the price is unknown
             reserve_usd         DOUBLE NOT NULL,
             loan_usd            DOUBLE NOT NULL,
-            equity_usd          DOUBLE NOT NULL,   -- cash + position value + reserve - loan
+            equity_usd          DOUBLE,            -- cash + position value + reserve - loan
             fees_usd            DOUBLE NOT NULL,   -- to date
             funding_usd         DOUBLE NOT NULL,   -- to date, positive = paid
             ltv                 DOUBLE
-        )""",
+        )"""
+        for prefix in ("backtest", "desk")
+    },
     "ingest_stats": """
         CREATE TABLE IF NOT EXISTS ingest_stats (
             exchange   VARCHAR NOT NULL,

@@ -57,7 +57,8 @@ _UNIQUE_KEYS = {"trades": ("exchange", "instrument", "trade_id")}
 # Tables of analytics records (models.records), written by append_records.
 _RECORD_TABLES = frozenset({"volatility", "surface_fits", "premium_quotes", "policy_risk",
                             "position_states", "hedge_decisions", "order_decisions",
-                            "backtest_trades", "loan_updates", "backtest_equity"})
+                            "backtest_trades", "loan_updates", "backtest_equity",
+                            "desk_trades", "desk_equity"})
 
 # Columns of the data batches that hold times (epoch seconds in memory, TIMESTAMPTZ on disk).
 TIME_COLUMNS = frozenset({"event_ts", "receive_ts", "expiry_utc", "next_funding_ts"})
@@ -257,7 +258,8 @@ class DuckDBWriter:
     def append_records(self, table: str, records, now: float) -> Commit | None:
         """Buffer records of models.records (analytics: ``volatility``, ``surface_fits``,
         ``premium_quotes``, ``policy_risk``; hedging: ``position_states``, ``hedge_decisions``,
-        ``order_decisions``, ``backtest_trades``, ``loan_updates``, ``backtest_equity``)."""
+        ``order_decisions``, ``loan_updates``, ``backtest_trades``/``desk_trades``,
+        ``backtest_equity``/``desk_equity``)."""
         if table not in _RECORD_TABLES:
             raise ValueError(f"not an analytics table: {table!r}")
         records = list(records)

@@ -70,7 +70,8 @@ def test_default_symbol_lists_are_not_shared():
 def test_to_dict_is_plain_nested_mapping():
     cfg = load_config(env={})
     d = cfg.to_dict()
-    assert list(d) == ["storage", "simulator", "feeds", "oracle", "dashboard", "logging", "chain", "analytics"]
+    assert list(d) == ["storage", "simulator", "feeds", "oracle", "dashboard", "logging", "chain", "analytics",
+                       "hedge"]
     assert d["storage"] == {
         "db_path": "data/hedgeflow.duckdb", "flush_interval_s": 1.0, "flush_rows": 10_000,
         "out_of_order": "flag", "archive_dir": "", "export_interval_s": 86_400.0, "hot_days": 7,

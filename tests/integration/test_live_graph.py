@@ -153,6 +153,24 @@ def test_the_live_option_chain_is_fitted_and_priced_without_arbitrage(clean_run)
     assert quotes[0] > 0 and quotes[1] > 0.0 and quotes[2] < 1e-6
 
 
+def test_the_live_hedge_desk_steps_on_the_oracle_and_its_accounts_add_up(clean_run):
+    pipeline, _, _, db = clean_run
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        positions = con.execute(
+            "SELECT count(*), count(DISTINCT run_id), min(spot_coin) FROM position_states").fetchone()
+        equity = con.execute(
+            "SELECT count(*), max(abs(equity_usd - (cash_usd + position_value_usd + reserve_usd - loan_usd))) "
+            "FROM desk_equity WHERE equity_usd IS NOT NULL").fetchone()
+        oracle_btc = con.execute("SELECT count(*) FROM oracle_prices WHERE asset = 'BTC'").fetchone()[0]
+    finally:
+        con.close()
+    assert pipeline.hedge is not None and pipeline.hedge.run_id == "live"
+    # One desk step per BTC oracle price (the desk trades BTC), every one recorded.
+    assert positions[0] == oracle_btc > 0 and positions[1] == 1 and positions[2] == 0.27
+    assert equity[0] > 0 and equity[1] < 1e-6
+
+
 # ------------------------------------------------------------------ twenty forced disconnects
 
 

@@ -47,8 +47,8 @@ def test_table_counts(con):
         "trades": 1, "quotes": 3, "option_tickers": 0, "book_updates": 0, "funding": 0,
         "index_prices": 0, "quarantine": 4, "oracle_prices": 4, "alerts": 0, "ingest_stats": 0,
         "gaps": 0, "volatility": 0, "surface_fits": 0, "premium_quotes": 0, "policy_risk": 0,
-        "position_states": 0, "hedge_decisions": 0, "order_decisions": 0, "backtest_trades": 0,
-        "loan_updates": 0, "backtest_equity": 0,
+        "position_states": 0, "hedge_decisions": 0, "order_decisions": 0, "loan_updates": 0,
+        "backtest_trades": 0, "desk_trades": 0, "backtest_equity": 0, "desk_equity": 0,
     }
 
 

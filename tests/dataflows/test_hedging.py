@@ -1,0 +1,108 @@
+"""dataflows.hedging, the streamz way: build the node, sink_to_list(), emit, assert."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from streamz import Stream
+
+from dataflows import cli
+from dataflows.hedging import HedgeNode, desk_records
+from models.desk import DeskConfig, HedgeDesk
+from models.records import FundingBatch, OraclePrice, VolatilityEstimate
+
+T0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
+SPOT = 100_000.0
+
+
+def price(ts: float, usd: float = SPOT, status: str = "ok") -> OraclePrice:
+    return OraclePrice(asset="BTC", ts=ts, price_usd=usd, confidence_usd=1.0, n_sources=3, status=status)
+
+
+def ready_vol(ts: float, vol: float = 0.6) -> VolatilityEstimate:
+    return VolatilityEstimate("BTC", ts, 86_400.0, 1_440, vol, vol, True)
+
+
+def node(**kw) -> HedgeNode:
+    n = HedgeNode(HedgeDesk(DeskConfig(), T0), **kw)
+    n.funding_rate = 0.0001  # as if the perpetual's funding had been read (the gate needs it)
+    return n
+
+
+def test_the_node_steps_the_desk_on_every_ok_price_and_hedges_once_volatility_is_ready():
+    n = node()
+    source = Stream()
+    steps = source.map(n.on_prices).filter(len).sink_to_list()
+    source.emit([price(T0 + 60.0)])
+    (first,) = steps[0]
+    assert first.approved == () and {r.rule for r in first.rejections} == {"volatility_cap"}
+    n.on_volatility([ready_vol(T0 + 60.0)])
+    for minute in range(2, 20):  # after a refusal the engine waits out its rebalance cooldown
+        source.emit([price(T0 + 60.0 * minute)])
+    fills = [f for batch in steps for st in batch for f in st.fills]
+    assert fills and {f.kind for f in fills} == {"perp"} and fills[0].side == "sell"
+    assert n.desk.state.short_perp_coin > 0.0
+
+
+def test_a_price_that_is_not_ok_is_an_unknown_price_and_trades_nothing():
+    n = node()
+    n.on_volatility([ready_vol(T0)])
+    (st,) = n.on_prices([price(T0 + 60.0, status="degraded")])
+    assert st.fills == () and math.isnan(st.spot_usd)
+
+
+def test_volatility_from_a_later_bar_is_not_seen_by_an_earlier_price():
+    n = node()
+    n.on_volatility([ready_vol(T0 + 120.0, 0.9)])  # published with a later bar's close
+    n.on_prices([price(T0 + 60.0)])
+    assert math.isnan(n.vol_24h_annual)
+    n.on_prices([price(T0 + 120.0)])
+    assert n.vol_24h_annual == 0.9
+
+
+def test_funding_comes_from_the_configured_exchange_only():
+    n = node(funding_exchange="binance")
+    batch = FundingBatch.from_columns(
+        exchange=["bybit", "binance"], instrument=["BTCUSDT", "BTCUSDT"], asset=["BTC", "BTC"],
+        event_ts=[T0, T0], receive_ts=[T0, T0], mark_usd=[101.0, 100.5], index_usd=[100.0, 100.0],
+        funding_rate=[0.0005, 0.0001], next_funding_ts=[T0 + 3_600, T0 + 3_600], raw=["", ""])
+    n.on_funding(batch)
+    assert (n.perp_mark_usd, n.funding_rate) == (100.5, 0.0001)
+
+
+def test_the_operator_files_pause_resume_and_flatten_the_desk(tmp_path, capsys, monkeypatch):
+    pause, flat = tmp_path / "trading.pause", tmp_path / "trading.flatten"
+    monkeypatch.setenv("HEDGEFLOW_HEDGE__PAUSE_FILE", str(pause))
+    monkeypatch.setenv("HEDGEFLOW_HEDGE__FLATTEN_FILE", str(flat))
+    n = node(pause_file=str(pause), flatten_file=str(flat))
+    n.on_volatility([ready_vol(T0)])
+    n.on_prices([price(T0 + 60.0)])
+    assert n.desk.state.short_perp_coin > 0.0
+
+    assert cli.main(["pause", "--trading", "--why", "maintenance"]) == 0 and pause.exists()
+    n.on_tick(T0 + 240.0)
+    assert n.desk.gate.pause_state.paused and n.desk.gate.pause_state.who == "operator"
+    assert cli.main(["resume", "--trading"]) == 0 and not pause.exists()
+    n.on_tick(T0 + 250.0)
+    assert not n.desk.gate.pause_state.paused
+
+    assert cli.main(["flatten", "--why", "drill"]) == 0 and flat.exists()
+    n.on_tick(T0 + 260.0)
+    assert not flat.exists()  # acted on once
+    (st,) = n.on_prices([price(T0 + 300.0)])
+    assert any(o.reason == "manual_flatten" for o in st.approved)
+    assert n.desk.state.short_perp_coin == 0.0 and n.desk.gate.pause_state.paused
+    assert "flatten requested" in capsys.readouterr().out
+
+
+def test_desk_records_go_to_the_live_or_the_backtest_tables():
+    n = node()
+    n.on_volatility([ready_vol(T0)])
+    steps = [st for m in range(1, 4) for st in n.on_prices([price(T0 + 60.0 * m)])]
+    live = desk_records(steps, "live", "BTC")
+    test = desk_records(steps, "run-1", "BTC", backtest=True)
+    assert "desk_equity" in live and "backtest_equity" not in live
+    assert len(test["backtest_equity"]) == len(steps) == len(live["position_states"])
+    assert {r.run_id for r in test["backtest_equity"]} == {"run-1"}
+    assert np.isclose(sum(r.fee_usd for r in test.get("backtest_trades", [])), steps[-1].fees_usd)
