@@ -6,6 +6,8 @@ volatility node turns those into the 24 h volatility the hedge engine reads, and
 lands in the DuckDB file like a live run's rows, under the run's ``run_id``: ``backtest_equity``,
 ``backtest_trades``, ``position_states``, ``hedge_decisions``, ``order_decisions``,
 ``loan_updates`` (and the oracle prices and volatility). The same inputs give the same output.
+A parameter sweep (``run_sweep``) runs each backtest in a worker process, or on a dask cluster,
+and gathers every run's tables into one file.
 
 The 24 h volatility needs bars finer than a day: for coarser data (the funding file's 8-hourly
 marks) the volatility bar is the data's own interval and the window widens to ten bars, and the
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +35,7 @@ from models.oracle import MedianOracle, MedianOracleConfig
 from models.records import OraclePrice
 from storage.writer import DuckDBWriter
 
-__all__ = ["run_backtest", "volatility_settings"]
+__all__ = ["run_backtest", "run_backtest_in_worker", "run_sweep", "volatility_settings"]
 
 BARS_PER_EMIT = 1_000
 
@@ -133,3 +136,52 @@ def run_backtest(ts_s: np.ndarray, close_usd: np.ndarray, db_path: str | Path, *
         **counts, "rejected_by_rule": dict(sorted(rejected_by.items())),
         "volatility_bar_s": bar_s, "volatility_window_s": window_s,
     }
+
+
+def run_backtest_in_worker(ts_s, close_usd, *, config, desk_config: DeskConfig, funding,
+                           run_id: str):
+    """One run of a sweep, where it runs (a pool process or a dask worker): the backtest against a
+    file of its own, returned as (result, run tables as Arrow) for the sweep's database."""
+    import tempfile
+
+    from storage.runs import read_run_tables
+
+    with tempfile.TemporaryDirectory(prefix="hedgeflow-run-") as tmp:
+        db = Path(tmp) / "run.duckdb"
+        result = run_backtest(ts_s, close_usd, db, config=config, desk_config=desk_config,
+                              funding=funding, run_id=run_id)
+        return result, read_run_tables(db)
+
+
+def run_sweep(ts_s, close_usd, db_path: str | Path, runs: list[tuple[str, DeskConfig]], *,
+              config, funding=None, client=None) -> list[dict]:
+    """Several backtests of one history (``runs``: run id and desk config each) in parallel: on the
+    dask ``client`` when given (one task per run), else a process pool of the machine's cores.
+    Each run's tables are appended to ``db_path``; the results come back in ``runs``' order."""
+    import concurrent.futures
+    import multiprocessing
+
+    from storage.runs import append_run_tables
+
+    args = dict(config=config, funding=funding)
+    if client is not None:
+        futures = [client.submit(run_backtest_in_worker, ts_s, close_usd, desk_config=desk,
+                                 run_id=run_id, pure=False, **args) for run_id, desk in runs]
+        outcomes = client.gather(futures)
+    else:
+        # spawn, not fork: a forked child of a process holding DuckDB and threads is unsafe.
+        with concurrent.futures.ProcessPoolExecutor(
+                max_workers=min(len(runs), os.cpu_count() or 1),
+                mp_context=multiprocessing.get_context("spawn")) as pool:
+            outcomes = list(pool.map(_run_one, [(ts_s, close_usd, desk, run_id, args)
+                                                for run_id, desk in runs]))
+    results = []
+    for result, tables in outcomes:
+        append_run_tables(db_path, tables)
+        results.append(result)
+    return results
+
+
+def _run_one(job):
+    ts_s, close_usd, desk, run_id, args = job
+    return run_backtest_in_worker(ts_s, close_usd, desk_config=desk, run_id=run_id, **args)

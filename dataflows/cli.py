@@ -532,7 +532,7 @@ def _price_history(paths: list[str], venue: str):
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from dataflows.backtest import run_backtest
+    from dataflows.backtest import run_backtest, run_sweep
     from dataflows.history import load_funding
     from models.desk import replace_leverage
 
@@ -542,17 +542,31 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if Path(args.db).exists():
         raise HedgeflowError(f"{args.db} exists: give a new --db file for this backtest (its "
                              "tables hold one backtest's rows), or remove the old one")
-    runs = []
     base = cfg.hedge.desk_config()
-    for leverage in args.leverage or (None,):
-        desk = base if leverage is None else replace_leverage(base, leverage)
-        run_id = args.run_id if leverage is None else f"{args.run_id}:leverage={leverage:g}"
+    try:
+        if not args.leverage:
+            result = run_backtest(ts, close, args.db, config=cfg, desk_config=base,
+                                  funding=funding, run_id=args.run_id)
+            print(json.dumps(_json_ready(result), indent=2))
+            return 0
+        runs = [(f"{args.run_id}:leverage={x:g}", replace_leverage(base, x)) for x in args.leverage]
+        client = None
+        if args.dask:
+            from distributed import Client
+
+            try:
+                client = Client(args.dask, timeout="10s")
+            except (OSError, TimeoutError) as exc:
+                raise HedgeflowError(f"cannot reach the dask scheduler at {args.dask}: {exc}. "
+                                     "Start one, or sweep without --dask") from None
         try:
-            runs.append(run_backtest(ts, close, args.db, config=cfg, desk_config=desk,
-                                     funding=funding, run_id=run_id))
-        except ValueError as exc:
-            raise HedgeflowError(f"cannot run the backtest: {exc}") from None
-    print(json.dumps(_json_ready(runs[0] if len(runs) == 1 else {"runs": runs}), indent=2))
+            results = run_sweep(ts, close, args.db, runs, config=cfg, funding=funding, client=client)
+        finally:
+            if client is not None:
+                client.close()
+    except ValueError as exc:
+        raise HedgeflowError(f"cannot run the backtest: {exc}") from None
+    print(json.dumps(_json_ready({"runs": results}), indent=2))
     return 0
 
 
@@ -700,6 +714,9 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--leverage", type=_positive_list, metavar="X,Y",
                           help="a sweep: one run per leverage (e.g. 15,20,25)")
     backtest.add_argument("--run-id", default="backtest", help="names the run's rows (default backtest)")
+    backtest.add_argument("--dask", metavar="ADDRESS",
+                          help="run a sweep's backtests on the dask scheduler at ADDRESS "
+                               "(default: a process per core)")
     backtest.set_defaults(func=cmd_backtest)
 
     config = sub.add_parser("config", parents=[common], help="print the effective configuration")

@@ -98,3 +98,26 @@ def test_backtest_mistakes_exit_2_with_what_to_do(tmp_path, capsys):
     assert cli.main(["backtest", "--data", str(FUNDING), "--funding", str(FUNDING), "--venue", "okx",
                      "--db", str(tmp_path / "y.duckdb")]) == 2
     assert "no funding for venue 'okx'" in capsys.readouterr().err
+
+
+def test_a_sweep_on_a_dask_local_cluster_gathers_every_run_as_run_alone_would(four_days, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from dataflows.backtest import run_sweep
+    from models.desk import DeskConfig, replace_leverage
+
+    ts, close = four_days[0][:1_440], four_days[1][:1_440]
+    cfg = load_config(env={})
+    runs = [(f"lev{x}", replace_leverage(DeskConfig(), x)) for x in (15.0, 25.0)]
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        results = run_sweep(ts, close, tmp_path / "sweep.duckdb", runs, config=cfg, client=client)
+    alone = run_backtest(ts, close, tmp_path / "alone.duckdb", config=cfg, desk_config=runs[1][1],
+                         run_id="lev25.0")
+    assert [r["run_id"] for r in results] == ["lev15.0", "lev25.0"]
+    assert results[1] == alone  # where a run runs does not change it
+    con = duckdb.connect(str(tmp_path / "sweep.duckdb"), read_only=True)
+    try:
+        per_run = dict(con.execute("SELECT run_id, count(*) FROM backtest_equity GROUP BY 1").fetchall())
+    finally:
+        con.close()
+    assert per_run == {"lev15.0": len(ts), "lev25.0": len(ts)}
