@@ -18,6 +18,7 @@ unknown (NaN) spot: the engine and the gate then refuse to trade, they never gue
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import deque
 from pathlib import Path
 
@@ -58,6 +59,15 @@ class HedgeNode:
         self.funding_interval_h = 8.0
         # A backtest's settled funding: (times, rates) in time order.
         self._funding = funding_history
+        # ... and as lists taken now, searched with bisect (numpy's searchsorted costs a
+        # microsecond or two a price): for float times in order without NaN, where both find
+        # the same index.
+        self._funding_lists: tuple[list, list] | None = None
+        if funding_history is not None:
+            times, rates = (np.asarray(a) for a in funding_history)
+            if (times.dtype == np.float64 and times.ndim == 1 and rates.ndim == 1
+                    and not np.isnan(times).any() and bool(np.all(times[1:] >= times[:-1]))):
+                self._funding_lists = (times.tolist(), rates.tolist())
         self._vol_queue: deque[tuple[float, float]] = deque()
 
     def on_volatility(self, estimates) -> None:
@@ -114,22 +124,28 @@ class HedgeNode:
     def _funding_rate_at(self, ts_s: float) -> float:
         if self._funding is None:
             return self.funding_rate
+        if self._funding_lists is not None:
+            times, rates = self._funding_lists
+            i = bisect_right(times, ts_s) - 1
+            return float(rates[i]) if i >= 0 else math.nan
         times, rates = self._funding
         i = int(np.searchsorted(times, ts_s, side="right")) - 1
         return float(rates[i]) if i >= 0 else math.nan
 
     def on_prices(self, prices) -> list[DeskStep]:
         steps = []
+        desk, asset = self.desk, self.asset
         for p in prices:
-            if p.asset != self.asset or p.ts < self.desk._last_ts:
+            ts = p.ts
+            if p.asset != asset or ts < desk._last_ts:
                 continue
             ok = p.status == "ok" and math.isfinite(p.price_usd)
             spot = p.price_usd if ok else math.nan
             mark = self.perp_mark_usd if math.isfinite(self.perp_mark_usd) else spot
-            steps.append(self.desk.step(MarketState(
-                ts_s=p.ts, asset=self.asset, spot_usd=spot, perp_mark_usd=mark,
-                funding_rate_per_interval=self._funding_rate_at(p.ts),
-                funding_interval_h=self.funding_interval_h, vol_24h_annual=self._vol_at(p.ts),
+            steps.append(desk.step(MarketState(
+                ts_s=ts, asset=asset, spot_usd=spot, perp_mark_usd=mark,
+                funding_rate_per_interval=self._funding_rate_at(ts),
+                funding_interval_h=self.funding_interval_h, vol_24h_annual=self._vol_at(ts),
                 implied_vol_annual=self.implied_vol_annual, oracle_ok=ok,
             )))
         return steps
@@ -140,37 +156,42 @@ def desk_records(steps: list[DeskStep], run_id: str, asset: str, *,
     """The rows of each hedging table for a list of desk steps; fills and equity go to
     ``backtest_trades``/``backtest_equity`` for a backtest, ``desk_trades``/``desk_equity`` live."""
     prefix = "backtest" if backtest else "desk"
-    trades, equity = f"{prefix}_trades", f"{prefix}_equity"
-    tables: dict[str, list] = {"position_states": [], "hedge_decisions": [], "order_decisions": [],
-                               trades: [], "loan_updates": [], equity: []}
+    positions, decisions, orders, trades, loans, equity = [], [], [], [], [], []
     for st in steps:
-        s = st.state
-        tables["position_states"].append(PositionRecord(
-            run_id, asset, st.ts_s, st.mode, s.spot_coin, s.long_perp_coin, s.short_perp_coin,
+        s, ts = st.state, st.ts_s
+        positions.append(PositionRecord(
+            run_id, asset, ts, st.mode, s.spot_coin, s.long_perp_coin, s.short_perp_coin,
             s.quarterly_coin, s.put_coin, st.delta_coin, st.hedge_ratio, st.spot_usd,
             st.unrealized_pnl_usd, st.realized_pnl_usd))
-        for event in st.events:
-            name, _, detail = event.partition(" ")
-            tables["hedge_decisions"].append(HedgeDecisionRecord(run_id, asset, st.ts_s, "hedge", name, detail))
-        for o in st.approved:
-            tables["order_decisions"].append(OrderRecord(
-                run_id, st.ts_s, o.order_id, o.asset, o.kind, o.side, o.quantity_coin, o.reason,
-                "approved", "", ""))
-        for r in st.rejections:
-            o = r.order
-            tables["order_decisions"].append(OrderRecord(
-                run_id, st.ts_s, o.order_id, o.asset, o.kind, o.side, o.quantity_coin, o.reason,
-                "rejected", r.rule, r.detail))
-        for f, reason in zip(st.fills, st.fill_reasons):
-            tables[trades].append(FillRecord(
-                run_id, f.ts_s, f.order_id, f.asset, f.kind, f.side, f.venue, f.quantity_coin,
-                f.price_usd, f.fee_usd, f.liquidity, reason))
+        # Most steps decide, order and fill nothing (empty tuples): those loops are skipped.
+        if st.events:
+            for event in st.events:
+                name, _, detail = event.partition(" ")
+                decisions.append(HedgeDecisionRecord(run_id, asset, ts, "hedge", name, detail))
+        if st.approved:
+            for o in st.approved:
+                orders.append(OrderRecord(
+                    run_id, ts, o.order_id, o.asset, o.kind, o.side, o.quantity_coin, o.reason,
+                    "approved", "", ""))
+        if st.rejections:
+            for r in st.rejections:
+                o = r.order
+                orders.append(OrderRecord(
+                    run_id, ts, o.order_id, o.asset, o.kind, o.side, o.quantity_coin, o.reason,
+                    "rejected", r.rule, r.detail))
+        if st.fills:
+            for f, reason in zip(st.fills, st.fill_reasons):
+                trades.append(FillRecord(
+                    run_id, f.ts_s, f.order_id, f.asset, f.kind, f.side, f.venue, f.quantity_coin,
+                    f.price_usd, f.fee_usd, f.liquidity, reason))
         if st.treasury is not None:
-            tables["loan_updates"].append(TreasuryRecord(
-                run_id, st.ts_s, st.principal_usd, st.accrued_interest_usd, st.interest_paid_usd,
+            loans.append(TreasuryRecord(
+                run_id, ts, st.principal_usd, st.accrued_interest_usd, st.interest_paid_usd,
                 st.principal_paid_usd, st.reserve_usd, st.reserve_deployed_usd,
                 st.treasury.collateral_value_usd, st.ltv, st.band, st.trading_state))
-        tables[equity].append(EquityRecord(
-            run_id, st.ts_s, st.cash_usd, st.position_value_usd, st.reserve_usd, st.loan_usd,
+        equity.append(EquityRecord(
+            run_id, ts, st.cash_usd, st.position_value_usd, st.reserve_usd, st.loan_usd,
             st.equity_usd, st.fees_usd, st.funding_usd, st.ltv))
+    tables = {"position_states": positions, "hedge_decisions": decisions, "order_decisions": orders,
+              f"{prefix}_trades": trades, "loan_updates": loans, f"{prefix}_equity": equity}
     return {name: rows for name, rows in tables.items() if rows}

@@ -31,14 +31,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from models.execution import (
     BINANCE_USDM,
     BPS,
     DERIBIT,
+    SECONDS_PER_HOUR,
     PaperVenue,
     VenueConfig,
-    funding_times,
     slippage_bps,
     walk_book,
 )
@@ -93,11 +94,12 @@ class DeskConfig:
             raise ValueError(f"futures_venue {self.futures_venue.name} does not trade perps")
 
 
-@dataclass(frozen=True)
-class DeskStep:
+class DeskStep(NamedTuple):
     """What one ``step`` did: the engine's mode and hedge ratio, every order with its verdict
     (approved orders and the rejections), the fills, funding paid (positive = paid), the
-    treasury's mark and any profit distribution, the gate's alerts, and the accounts after."""
+    treasury's mark and any profit distribution, the gate's alerts, and the accounts after.
+    (A named tuple, not a frozen dataclass: one is made on every bar, and a tuple is built at
+    once where a frozen dataclass sets its 32 fields one by one.)"""
 
     ts_s: float
     spot_usd: float
@@ -165,6 +167,15 @@ class HedgeDesk:
         self._n_flatten = 0
         self._flatten_request: tuple[str, str] | None = None
         self._settled_put_expiry = math.nan
+        # The gate's view of the book, rebuilt only when the engine's state (a frozen value,
+        # replaced on every change) is another one.
+        self._position_keys = tuple((config.asset, kind)
+                                    for kind in ("spot", "perp", "quarterly", "put"))
+        self._positions_state: PositionState | None = None
+        self._positions: dict[tuple[str, str], float] = {}
+        venue = config.futures_venue
+        self._funding_interval_s = venue.funding_interval_h * SECONDS_PER_HOUR
+        self._funding_offset_s = venue.funding_offset_h * SECONDS_PER_HOUR
 
     # ------------------------------------------------------------------ accounts
 
@@ -180,8 +191,7 @@ class HedgeDesk:
     def reserve_usd(self) -> float:
         return self.treasury.reserve.balance_usd
 
-    def _put_value_usd(self, market: MarketState) -> float:
-        s = self.state
+    def _put_value_usd(self, market: MarketState, s: PositionState) -> float:
         if s.put_coin <= 0.0 or not math.isfinite(market.spot_usd):
             return 0.0
         years = max((s.put_expiry_ts_s - market.ts_s) / SECONDS_PER_YEAR, 0.0)
@@ -190,7 +200,8 @@ class HedgeDesk:
                                            self.config.hedge.rate_annual, vol, False))
 
     def position_value_usd(self, market: MarketState) -> float:
-        return self.state.spot_coin * market.spot_usd + self._put_value_usd(market)
+        s = self.engine.state
+        return s.spot_coin * market.spot_usd + self._put_value_usd(market, s)
 
     def equity_usd(self, market: MarketState) -> float:
         return self.cash_usd + self.position_value_usd(market) + self.reserve_usd - self.loan_usd
@@ -207,17 +218,19 @@ class HedgeDesk:
         return math.nan
 
     def _futures_position(self, kind: str) -> float:
-        s = self.state
+        s = self.engine.state
         return s.long_perp_coin - s.short_perp_coin if kind == "perp" else s.quarterly_coin
 
     def _mark_futures(self, market: MarketState) -> None:
         """Variation margin: each futures position's P&L since its last mark moves to cash."""
+        s = self.engine.state
         for kind in ("perp", "quarterly"):
-            position = self._futures_position(kind)
+            position = s.long_perp_coin - s.short_perp_coin if kind == "perp" else s.quarterly_coin
             if position == 0.0:
-                self._futures_mark.pop(kind, None)  # flat: the next fill sets its mark
+                if self._futures_mark:
+                    self._futures_mark.pop(kind, None)  # flat: the next fill sets its mark
                 continue
-            mark = self._mark_of(kind, market)
+            mark = market.perp_mark_usd if kind == "perp" else self._mark_of(kind, market)
             if not (math.isfinite(mark) and mark > 0.0):
                 continue  # unknown: marked when it is known again
             last = self._futures_mark.get(kind)
@@ -227,14 +240,21 @@ class HedgeDesk:
                 self.gross_profit_usd += pnl
             self._futures_mark[kind] = mark
 
+    def _funding_count(self, end_ts_s: float) -> int:
+        """How many of the venue's funding instants lie in ``(last step, end_ts_s]``: the length of
+        ``models.execution.funding_times`` over that span, without building the array."""
+        interval_s, offset_s = self._funding_interval_s, self._funding_offset_s
+        first = math.floor((self._last_ts - offset_s) / interval_s) + 1
+        last = math.floor((end_ts_s - offset_s) / interval_s)
+        return max(last - first + 1, 0)
+
     def _settle_funding(self, market: MarketState) -> float:
-        venue = self.config.futures_venue
         rate, mark = market.funding_rate_per_interval, market.perp_mark_usd
-        position = self._futures_position("perp")
+        s = self.engine.state
+        position = s.long_perp_coin - s.short_perp_coin
         paid = 0.0
         if position != 0.0 and math.isfinite(rate) and math.isfinite(mark):
-            for _ in funding_times(self._last_ts, market.ts_s, venue.funding_interval_h,
-                                   venue.funding_offset_h):
+            for _ in range(self._funding_count(market.ts_s)):
                 paid += position * mark * rate  # longs pay a positive rate
         if paid:
             self.cash_usd -= paid
@@ -251,11 +271,17 @@ class HedgeDesk:
 
     # ------------------------------------------------------------------ the step
 
-    def _context(self, market: MarketState) -> SafetyContext:
-        s = self.state
-        equity = self.equity_usd(market)
-        positions = {(self.asset, "spot"): s.spot_coin, (self.asset, "perp"): s.perp_net_coin,
-                     (self.asset, "quarterly"): s.quarterly_coin, (self.asset, "put"): s.put_coin}
+    def _context(self, market: MarketState, equity: float | None = None) -> SafetyContext:
+        """The gate's view at ``market``; ``equity`` when the caller has just computed it."""
+        s = self.engine.state
+        if equity is None:
+            equity = self.equity_usd(market)
+        if s is not self._positions_state:
+            spot, perp, quarterly, put = self._position_keys
+            self._positions = {spot: s.spot_coin, perp: s.perp_net_coin,
+                               quarterly: s.quarterly_coin, put: s.put_coin}
+            self._positions_state = s
+        positions = self._positions  # the context copies it
         liquidation = {}
         net = s.futures_net_coin
         if net != 0.0 and math.isfinite(market.perp_mark_usd):
@@ -263,7 +289,7 @@ class HedgeDesk:
             liquidation[self.asset] = market.perp_mark_usd - self.cash_usd / net
         exposure = abs(net) * market.perp_mark_usd if math.isfinite(market.perp_mark_usd) else 0.0
         return SafetyContext(
-            ts_s=market.ts_s, markets=market, equity_usd=equity,
+            ts_s=market.ts_s, markets=(market,), equity_usd=equity,
             day_start_equity_usd=self._day_start_equity, peak_equity_usd=self._peak_equity,
             day_start_s=self._day_start_s, daily_volume_usd=self._daily_volume_usd,
             positions_coin=positions, liquidation_prices_usd=liquidation,
@@ -324,7 +350,7 @@ class HedgeDesk:
         self._mark_futures(market)
         self._expire_put(market)
 
-        collateral = self.state.spot_coin * market.spot_usd
+        collateral = self.engine.state.spot_coin * market.spot_usd
         self.treasury, mark = mark_treasury(self.treasury, collateral, ts)
         action = mark.action
         self._band, self._trading_state = action.band, action.trading_state
@@ -332,24 +358,26 @@ class HedgeDesk:
 
         # The day's start and the high-water mark, for the daily loss limit and the panic close.
         equity = self.equity_usd(market)
-        if utc_day_start_s(ts) != self._day_start_s or not math.isfinite(self._day_start_equity):
-            self._day_start_s = utc_day_start_s(ts)
+        day_start_s = utc_day_start_s(ts)
+        if day_start_s != self._day_start_s or not math.isfinite(self._day_start_equity):
+            self._day_start_s = day_start_s
             self._day_start_equity = equity
             self._daily_volume_usd = 0.0
         if math.isfinite(equity):
             self._peak_equity = equity if not math.isfinite(self._peak_equity) else max(self._peak_equity, equity)
 
-        context = self._context(market)
+        context = self._context(market, equity)
         tick = self.gate.tick(context)
         # The data's arrival is the heartbeat: a stalled feed leaves it behind, and the switch fires.
         if market.oracle_ok and math.isfinite(market.spot_usd):
             self._heartbeat_s = ts
-        decisions = list(tick.decisions)
+        decisions = tick.decisions
         if self._flatten_request is not None:
-            decisions.append(self.gate.flatten(context, *self._flatten_request))
+            decisions += (self.gate.flatten(context, *self._flatten_request),)
             self._flatten_request = None
         orders: list[Order] = [o for d in decisions for o in d.orders]
-        events += [f"safety {d.rule}: {d.reason}" for d in decisions]
+        if decisions:
+            events += [f"safety {d.rule}: {d.reason}" for d in decisions]
 
         hedge = self.engine.step(market)
         events += hedge.events
@@ -371,7 +399,9 @@ class HedgeDesk:
 
         approved, rejections, fills, reasons = [], [], [], []
         slippage = [self._expected_slippage(o, market) for o in orders]
-        for verdict in self.gate.check_all(orders, context, expected_slippage_fraction=slippage):
+        verdicts = self.gate.check_all(orders, context, expected_slippage_fraction=slippage) \
+            if orders else []
+        for verdict in verdicts:
             if isinstance(verdict, Rejection):
                 rejections.append(verdict)
                 self.engine.on_rejection(verdict)
@@ -396,19 +426,23 @@ class HedgeDesk:
             events.append(f"profit {distribution.profit_usd:.2f} distributed")
 
         self._last_ts = ts
-        position_value = self.position_value_usd(market)
+        s = self.engine.state
+        position_value = s.spot_coin * market.spot_usd + self._put_value_usd(market, s)
         loan, reserve = self.treasury.loan, self.treasury.reserve
+        reserve_usd, loan_usd = reserve.balance_usd, loan.outstanding_usd
+        late_alerts = self.gate.take_alerts()
+        alerts = tick.alerts + tuple(late_alerts) if late_alerts else tick.alerts
         return DeskStep(
             ts_s=ts, spot_usd=market.spot_usd, mode=self.engine.mode,
-            hedge_ratio=self.state.hedge_ratio, delta_coin=hedge.delta_coin,
+            hedge_ratio=s.hedge_ratio, delta_coin=hedge.delta_coin,
             unrealized_pnl_usd=hedge.unrealized_pnl_usd, realized_pnl_usd=hedge.realized_pnl_usd,
-            state=self.state, approved=tuple(approved),
+            state=s, approved=tuple(approved),
             rejections=tuple(rejections), fills=tuple(fills), fill_reasons=tuple(reasons),
             funding_paid_usd=funding_paid, treasury=mark, distribution=distribution,
-            events=tuple(events), alerts=tick.alerts + tuple(self.gate.take_alerts()),
-            cash_usd=self.cash_usd, position_value_usd=position_value, reserve_usd=self.reserve_usd,
-            loan_usd=self.loan_usd,
-            equity_usd=self.cash_usd + position_value + self.reserve_usd - self.loan_usd,
+            events=tuple(events), alerts=alerts,
+            cash_usd=self.cash_usd, position_value_usd=position_value, reserve_usd=reserve_usd,
+            loan_usd=loan_usd,
+            equity_usd=self.cash_usd + position_value + reserve_usd - loan_usd,
             fees_usd=self.fees_usd, funding_usd=self.funding_usd, ltv=mark.ltv,
             band=action.band, trading_state=action.trading_state,
             principal_usd=loan.principal_outstanding_usd, accrued_interest_usd=loan.accrued_interest_usd,
@@ -427,7 +461,7 @@ class HedgeDesk:
 
     def _expire_put(self, market: MarketState) -> None:
         """A put past its expiry settles at intrinsic value against spot (cash), and is gone."""
-        s = self.state
+        s = self.engine.state
         if (s.put_coin > 0.0 and market.ts_s >= s.put_expiry_ts_s and math.isfinite(market.spot_usd)
                 and s.put_expiry_ts_s != self._settled_put_expiry):
             payoff = s.put_coin * max(s.put_strike_usd - market.spot_usd, 0.0)

@@ -100,6 +100,7 @@ import math
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from models.option_chain import deribit_expiries, nice_step
 from models.orders import Fill, Order, Rejection
@@ -549,9 +550,9 @@ def book_risk(state: PositionState, spot_usd: float, perp_mark_usd: float, ts_s:
 # --------------------------------------------------------------------------- the engine
 
 
-@dataclass(frozen=True, slots=True)
-class HedgeStep:
-    """What ``HedgeEngine.step`` decided at ``ts_s``.
+class HedgeStep(NamedTuple):
+    """What ``HedgeEngine.step`` decided at ``ts_s`` (a named tuple: one is made on every bar,
+    and a tuple is built at once where a frozen dataclass sets its fields one by one).
 
     ``orders``: proposed, not yet approved. ``mode``: the state machine's state after the step.
     ``delta_coin``: the book's delta now (puts included); ``target_delta_coin``: the delta the
@@ -735,13 +736,16 @@ class HedgeEngine:
     def step(self, market: MarketState) -> HedgeStep:
         """Decide at ``market.ts_s``: hedge ratio and funding (when due), profit target and
         trailing stop, the mode, and the orders (see the module docstring)."""
-        _require(market.asset == self.asset,
-                 f"market for {market.asset!r} given to the {self.asset!r} engine")
+        if market.asset != self.asset:  # (the message is not formatted on every step)
+            raise ValueError(f"market for {market.asset!r} given to the {self.asset!r} engine")
         cfg, ts = self.config, market.ts_s
         events, self._notes = self._notes, []
-        for oid in [oid for oid, (_, t) in self._pending.items() if ts - t >= cfg.order_timeout_s]:
-            del self._pending[oid]
-            events.append(f"order_timeout {oid}")
+        if self._pending:
+            timeout = cfg.order_timeout_s
+            timed_out = [oid for oid, (_, t) in self._pending.items() if ts - t >= timeout]
+            for oid in timed_out:
+                del self._pending[oid]
+                events.append(f"order_timeout {oid}")
         if _finite_positive(market.implied_vol_annual):
             self._last_iv = market.implied_vol_annual
         spot, perp = market.spot_usd, market.perp_mark_usd
@@ -886,10 +890,12 @@ class HedgeEngine:
                 events.append(f"hedge_ratio {s.hedge_ratio:g}->{h:g}")
                 self._state = replace(s, hedge_ratio=h)
             self._next_ratio_ts = ts + cfg.recompute_interval_s
+        if ts < self._next_carry_ts:
+            return
         f_apr = (funding_apr(market.funding_rate_per_interval, market.funding_interval_h)
                  if _finite_positive(market.funding_interval_h) else math.nan)
         b_apr = market.quarterly_basis_apr
-        if ts >= self._next_carry_ts and (math.isfinite(f_apr) or math.isfinite(b_apr)):
+        if math.isfinite(f_apr) or math.isfinite(b_apr):
             perp_cost, quarterly_cost = carry_cost_apr(_HEDGE_SIGN, f_apr), carry_cost_apr(_HEDGE_SIGN, b_apr)
             on_q = hedge_on_quarterly(perp_cost, quarterly_cost, self._hedge_kind == "quarterly",
                                       cfg.migration_band_apr)

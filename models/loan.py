@@ -101,11 +101,15 @@ TRADING_STATES = ("ACTIVE", "REDUCING", "HALTED")
 _BAND_TRADING_STATE = (("SAFE", "ACTIVE"), ("MONITOR", "ACTIVE"), ("WARNING", "REDUCING"),
                        ("CRITICAL", "REDUCING"), ("EMERGENCY", "HALTED"), ("UNKNOWN", "HALTED"))
 
+_TRADING_STATE_OF = dict(_BAND_TRADING_STATE)
+
 REPAYMENT_BUCKETS = ("interest", "principal")
 DISTRIBUTION_BUCKETS = ("interest", "reserve_refill", "principal")
 
 
 def _finite(name: str, value, *, minimum: float | None = None, strict: bool = False) -> float:
+    if minimum is None and type(value) is float and math.isfinite(value):
+        return value  # the common case (a time), checked in one step: the treasury marks every bar
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise ValueError(f"{name} must be a number, got {value!r}")
     value = float(value)
@@ -362,9 +366,10 @@ def ltv_band(ltv: float, bands: LtvBandConfig = LtvBandConfig()) -> str:
 def trading_state(band: str) -> str:
     """The trading state of a band: SAFE, MONITOR -> ACTIVE; WARNING, CRITICAL -> REDUCING;
     EMERGENCY, UNKNOWN -> HALTED."""
-    for name, state in _BAND_TRADING_STATE:
-        if name == band:
-            return state
+    try:
+        return _TRADING_STATE_OF[band]
+    except (KeyError, TypeError):
+        pass
     raise ValueError(f"unknown band {band!r}; expected one of {BAND_NAMES}")
 
 
@@ -478,8 +483,19 @@ def reserve_deployment_target_usd(ltv, config: ReserveConfig = ReserveConfig()):
     """How much of the reserve plan 001's formula deploys at ``ltv`` (vectorized; NaN -> NaN).
     With the defaults: 0 below 0.65, ``3000 (ltv - 0.65) / 0.10`` to 0.75,
     ``3000 + 5000 (ltv - 0.75) / 0.10`` to 0.85, 10,000 from 0.85."""
-    x = np.asarray(ltv, dtype=np.float64)
     c = config
+    if type(ltv) is float:  # one LTV: the same arithmetic on a Python float, without arrays
+        if math.isnan(ltv):
+            return math.nan
+        if ltv < c.start_ltv:
+            return 0.0
+        if ltv < c.middle_ltv:
+            return c.first_tranche_usd * (ltv - c.start_ltv) / (c.middle_ltv - c.start_ltv)
+        if ltv < c.full_ltv:
+            return c.first_tranche_usd + c.second_tranche_usd * (ltv - c.middle_ltv) / (c.full_ltv
+                                                                                     - c.middle_ltv)
+        return float(c.capacity_usd)
+    x = np.asarray(ltv, dtype=np.float64)
     rising = c.first_tranche_usd * (x - c.start_ltv) / (c.middle_ltv - c.start_ltv)
     steep = c.first_tranche_usd + c.second_tranche_usd * (x - c.middle_ltv) / (c.full_ltv
                                                                                - c.middle_ltv)
@@ -682,9 +698,13 @@ def mark_treasury(state: TreasuryState, collateral_value_usd: float,
     than the loan owes) and pay the loan down with it, and give the action of the LTV after."""
     collateral_usd = float(collateral_value_usd)
     loan = accrue(state.loan, ts_s)
-    ltv_before = _ltv_scalar(loan.outstanding_usd, collateral_usd)
-    reserve, deployment = deploy_reserve(state.reserve, ltv_before, ts_s,
-                                         limit_usd=loan.outstanding_usd)
+    outstanding_usd = loan.outstanding_usd
+    ltv_before = _ltv_scalar(outstanding_usd, collateral_usd)
+    if 0.0 <= ltv_before < state.reserve.config.start_ltv and outstanding_usd >= 0.0:
+        reserve, deployment = state.reserve, None  # what deploy_reserve gives there (most marks)
+    else:
+        reserve, deployment = deploy_reserve(state.reserve, ltv_before, ts_s,
+                                             limit_usd=outstanding_usd)
     repayment = None
     ltv = ltv_before
     repaid_from_reserve_usd = state.repaid_from_reserve_usd

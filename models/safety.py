@@ -98,10 +98,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -150,7 +151,8 @@ _NUMBERS = (int, float)
 
 
 def _num(*xs) -> bool:
-    """All plain Python numbers (the scalar fast path: numpy costs microseconds per call)."""
+    """All plain Python numbers (the scalar fast path: numpy costs microseconds per call). The
+    hot callers test ``type(x) is float`` first, which is the common case and cheaper still."""
     for x in xs:
         if not isinstance(x, _NUMBERS):
             return False
@@ -159,7 +161,7 @@ def _num(*xs) -> bool:
 
 def utc_day_start_s(ts_s):
     """Start of the UTC day holding ``ts_s`` (epoch s; NaN for a non-finite time). Vectorized."""
-    if _num(ts_s):
+    if type(ts_s) is float or _num(ts_s):
         return math.floor(ts_s / SECONDS_PER_DAY) * SECONDS_PER_DAY if math.isfinite(ts_s) \
             else math.nan
     ts = np.asarray(ts_s, dtype=float)
@@ -170,7 +172,8 @@ def utc_day_start_s(ts_s):
 def funding_apr(rate_per_interval, interval_h=8.0):
     """Annualized funding rate: ``rate_per_interval * 365*24 / interval_h`` (0.0001 per 8 h is
     0.1095). NaN where the rate is not finite or the interval not a positive number."""
-    if _num(rate_per_interval, interval_h):
+    if (type(rate_per_interval) is float and type(interval_h) is float) \
+            or _num(rate_per_interval, interval_h):
         ok = math.isfinite(interval_h) and interval_h > 0
         return rate_per_interval * HOURS_PER_YEAR / interval_h if ok else math.nan
     rate = np.asarray(rate_per_interval, dtype=float)
@@ -182,7 +185,8 @@ def funding_apr(rate_per_interval, interval_h=8.0):
 def funding_apr_paid(direction, rate_per_interval, interval_h=8.0):
     """APR that a position of sign ``direction`` (+ long, - short, 0 flat) PAYS (negative:
     receives). Longs pay a positive rate, shorts a negative one."""
-    if _num(direction, rate_per_interval, interval_h):
+    if (type(direction) is float and type(rate_per_interval) is float
+            and type(interval_h) is float) or _num(direction, rate_per_interval, interval_h):
         sign = (direction > 0) - (direction < 0) if not math.isnan(direction) else math.nan
         return sign * funding_apr(rate_per_interval, interval_h)
     return _scalar(np.sign(np.asarray(direction, dtype=float))
@@ -193,7 +197,8 @@ def liquidation_distance(mark_usd, liquidation_price_usd):
     """Distance to liquidation as a fraction of the mark: ``|mark - liquidation| / mark``. NaN
     where the mark is not a finite positive price or the liquidation price is not finite and >= 0
     (0 is a long that cannot be liquidated before the price reaches zero: distance 1)."""
-    if _num(mark_usd, liquidation_price_usd):
+    if (type(mark_usd) is float and type(liquidation_price_usd) is float) \
+            or _num(mark_usd, liquidation_price_usd):
         ok = (math.isfinite(mark_usd) and mark_usd > 0 and math.isfinite(liquidation_price_usd)
               and liquidation_price_usd >= 0)
         return abs(mark_usd - liquidation_price_usd) / mark_usd if ok else math.nan
@@ -207,7 +212,8 @@ def net_equity_drop(equity_usd, peak_equity_usd):
     """Drop of net equity from its peak as a fraction of the peak, ``(peak - equity) / peak``
     (negative when equity is above the peak given). NaN unless the peak is finite and > 0 and the
     equity finite."""
-    if _num(equity_usd, peak_equity_usd):
+    if (type(equity_usd) is float and type(peak_equity_usd) is float) \
+            or _num(equity_usd, peak_equity_usd):
         ok = math.isfinite(equity_usd) and math.isfinite(peak_equity_usd) and peak_equity_usd > 0
         return (peak_equity_usd - equity_usd) / peak_equity_usd if ok else math.nan
     eq = np.asarray(equity_usd, dtype=float)
@@ -227,7 +233,7 @@ def panic_close_due(distance, equity_drop, max_distance=0.05, min_drop=0.10):
     """Plan 001's panic condition: ``distance < max_distance AND equity_drop > min_drop`` (both
     strict, both needed). False where either input is NaN (the gate treats NaN as unknown and
     refuses risk instead). Vectorized."""
-    if _num(distance, equity_drop):
+    if (type(distance) is float and type(equity_drop) is float) or _num(distance, equity_drop):
         return distance < max_distance and equity_drop > min_drop
     d = np.asarray(distance, dtype=float)
     e = np.asarray(equity_drop, dtype=float)
@@ -641,15 +647,33 @@ class SafetyConfig:
 # --------------------------------------------------------------------------- context and results
 
 
-def _frozen_mapping(value, key_cast, value_cast) -> MappingProxyType:
-    items = value.items() if isinstance(value, Mapping) else value
-    return MappingProxyType({key_cast(k): value_cast(v) for k, v in items})
+# Read-only copies of a mapping (or of (key, value) pairs) with float values, keyed by str or by
+# ``_position_key``. Keys and values already of those types are taken as they are, without a
+# call each: a context is built on every bar, and almost all of them are.
+
+
+def _frozen_floats_by_str(value) -> MappingProxyType:
+    items = value.items() if type(value) is dict or isinstance(value, Mapping) else value
+    return MappingProxyType({(k if type(k) is str else str(k)):
+                             (v if type(v) is float else float(v)) for k, v in items})
+
+
+def _frozen_positions(value) -> MappingProxyType:
+    items = value.items() if type(value) is dict or isinstance(value, Mapping) else value
+    return MappingProxyType({
+        (k if type(k) is tuple and len(k) == 2 and type(k[0]) is str and type(k[1]) is str
+         else _position_key(k)): (v if type(v) is float else float(v))
+        for k, v in items})
 
 
 def _position_key(key) -> tuple[str, str]:
     if not (isinstance(key, tuple) and len(key) == 2):
         raise ValueError(f"position keys are (asset, kind) pairs, got {key!r}")
     return (str(key[0]), str(key[1]))
+
+
+_CONTEXT_FLOATS = ("ts_s", "equity_usd", "day_start_equity_usd", "peak_equity_usd", "day_start_s",
+                   "daily_volume_usd", "heartbeat_ts_s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -688,7 +712,7 @@ class SafetyContext:
             markets = ()
         elif hasattr(markets, "asset") and hasattr(markets, "spot_usd"):
             markets = (markets,)
-        if isinstance(markets, Mapping):
+        if type(markets) is not tuple and isinstance(markets, Mapping):
             markets = tuple(markets.values())
         by_asset = {}
         for m in markets:
@@ -696,15 +720,18 @@ class SafetyContext:
                 raise ValueError(f"markets must hold MarketState objects, got {m!r}")
             by_asset[str(m.asset)] = m
         set_(self, "markets", MappingProxyType(by_asset))
-        set_(self, "positions_coin", _frozen_mapping(self.positions_coin, _position_key, float))
-        set_(self, "liquidation_prices_usd", _frozen_mapping(self.liquidation_prices_usd, str, float))
-        set_(self, "venue_exposure_usd", _frozen_mapping(self.venue_exposure_usd, str, float))
-        for name in ("ts_s", "equity_usd", "day_start_equity_usd", "peak_equity_usd",
-                     "day_start_s", "daily_volume_usd", "heartbeat_ts_s"):
-            set_(self, name, float(getattr(self, name)))
-        if isinstance(self.open_orders, bool) or not isinstance(self.open_orders, (int, np.integer)):
-            raise ValueError(f"open_orders must be an int (-1: unknown), got {self.open_orders!r}")
-        set_(self, "open_orders", int(self.open_orders))
+        set_(self, "positions_coin", _frozen_positions(self.positions_coin))
+        set_(self, "liquidation_prices_usd", _frozen_floats_by_str(self.liquidation_prices_usd))
+        set_(self, "venue_exposure_usd", _frozen_floats_by_str(self.venue_exposure_usd))
+        for name in _CONTEXT_FLOATS:
+            value = getattr(self, name)
+            if type(value) is not float:  # (floats, nearly always, stay as they are)
+                set_(self, name, float(value))
+        open_orders = self.open_orders
+        if type(open_orders) is not int:
+            if isinstance(open_orders, bool) or not isinstance(open_orders, (int, np.integer)):
+                raise ValueError(f"open_orders must be an int (-1: unknown), got {open_orders!r}")
+            set_(self, "open_orders", int(open_orders))
 
     def market(self, asset: str) -> MarketState | None:
         return self.markets.get(asset)
@@ -819,6 +846,10 @@ class SafetyGate:
         self._last_ts_s = -math.inf
         self._n_orders = 0
         self._panic_now: dict[str, tuple[bool | None, str]] = {}  # of the last evaluation
+        # Breakers are never removed: each asset's three, and the assets that have any, are kept
+        # at hand for ``_evaluate`` (it runs on every tick and every order).
+        self._asset_breakers: dict[str, tuple[CircuitBreaker, ...]] = {}
+        self._breaker_assets: set[str] = set()
 
     # ----------------------------------------------------------------- state for operators
 
@@ -1024,35 +1055,53 @@ class SafetyGate:
             if rule not in ("daily_loss_limit", "oracle_breaker", "funding_breaker", "panic_close"):
                 raise KeyError(f"no breaker rule {rule!r}")
             b = self._breakers[name] = CircuitBreaker(name, self.config.breaker_config(rule))
+            if ":" in name:
+                self._breaker_assets.add(name.split(":", 1)[1])
         return b
 
-    def _update(self, name: str, ts_s: float, bad: bool | None, reason: str, **kw) -> None:
-        self._alerts += self._breaker(name).update(ts_s, bad, reason, **kw)
+    def _feed(self, breaker: CircuitBreaker, ts_s: float, bad: bool | None, reason: str) -> None:
+        # A CLOSED breaker whose condition is not bad does not change (its update is a no-op):
+        # the common case, skipped.
+        if bad is True or breaker.state is not BreakerState.CLOSED:
+            self._alerts += breaker.update(ts_s, bad, reason)
 
     def _evaluate(self, ctx: SafetyContext) -> None:
         """Feed the context to the switch and every breaker (trips, cooldowns, probations)."""
         ts = ctx.ts_s
-        if math.isfinite(ctx.heartbeat_ts_s) and ctx.heartbeat_ts_s <= ts:
-            self.dead_mans_switch.heartbeat(ctx.heartbeat_ts_s)
+        heartbeat = ctx.heartbeat_ts_s
+        if math.isfinite(heartbeat) and heartbeat <= ts:
+            self.dead_mans_switch.heartbeat(heartbeat)
         bad, detail = self._daily_loss_status(ctx)
-        self._update("daily_loss_limit", ts, bad, detail,
-                     reopen_at_s=utc_day_start_s(ts) + SECONDS_PER_DAY)
+        breaker = self._breaker("daily_loss_limit")
+        if bad is True or breaker.state is not BreakerState.CLOSED:  # (as in ``_feed``)
+            self._alerts += breaker.update(ts, bad, detail,
+                                           reopen_at_s=utc_day_start_s(ts) + SECONDS_PER_DAY)
         # an asset that left the context (no market, nothing held) has nothing left to guard:
         # its breakers see a clear condition and close after their cooldown and probation
-        assets = set(ctx.assets)
-        seen = {n.split(":", 1)[1] for n in self._breakers if ":" in n}
+        assets = set(ctx.markets)  # ``ctx.assets``, without sorting it twice
+        for (asset, _), q in ctx.positions_coin.items():
+            if q != 0:
+                assets.add(asset)
         panic = self._panic_now = {}
-        for asset in sorted(assets | seen):
-            present = asset in assets
-            for rule, status in (("oracle_breaker", self._oracle_status),
-                                 ("funding_breaker", self._funding_status),
-                                 ("panic_close", self._panic_status)):
-                bad, detail = status(ctx, asset) if present else (False, "")
-                self._update(f"{rule}:{asset}", ts, bad, detail)
-                if rule == "panic_close" and present:
-                    panic[asset] = (bad, detail)
-            if present:
-                self._liquidation_warning(ctx, asset)
+        for asset in sorted(assets | self._breaker_assets):
+            breakers = self._asset_breakers.get(asset)
+            if breakers is None:
+                breakers = self._asset_breakers[asset] = tuple(
+                    self._breaker(f"{rule}:{asset}")
+                    for rule in ("oracle_breaker", "funding_breaker", "panic_close"))
+            oracle, funding, panic_close = breakers
+            if asset not in assets:
+                for breaker in breakers:
+                    self._feed(breaker, ts, False, "")
+                continue
+            self._feed(oracle, ts, *self._oracle_status(ctx, asset))
+            self._feed(funding, ts, *self._funding_status(ctx, asset))
+            leverage = self._leverage(ctx, asset)
+            panic[asset] = due = self._panic_status(ctx, asset, leverage)
+            self._feed(panic_close, ts, *due)
+            self._liquidation_warning(ctx, asset, leverage)
+
+    # The statuses: (True, why) bad, (None, why) unknown, (False, "") clear.
 
     def _daily_loss_status(self, ctx: SafetyContext) -> tuple[bool | None, str]:
         limit = self.config.max_daily_loss_fraction
@@ -1068,7 +1117,7 @@ class SafetyGate:
                           f"{ctx.day_start_equity_usd!r})")
         if loss >= limit:
             return True, f"daily loss {loss:.4%} >= limit {limit:.4%}"
-        return False, f"daily loss {loss:.4%}"
+        return False, ""
 
     def _market_problem(self, ctx: SafetyContext, asset: str) -> str:
         m = ctx.market(asset)
@@ -1089,8 +1138,11 @@ class SafetyGate:
             return True, problem
         if not bool(ctx.market(asset).oracle_ok):
             return True, f"{asset}: oracle not ok"
+        anomalies = self._anomalies.get(asset)
+        if not anomalies:
+            return False, ""
         window = self.config.oracle_anomaly_window_s
-        n = sum(1 for t in self._anomalies.get(asset, ()) if ctx.ts_s - window < t <= ctx.ts_s)
+        n = sum(1 for t in anomalies if ctx.ts_s - window < t <= ctx.ts_s)
         if n >= self.config.oracle_anomaly_count:
             return True, f"{asset}: {n} anomaly alerts in {window:g} s"
         return False, ""
@@ -1111,34 +1163,49 @@ class SafetyGate:
         return False, ""
 
     def _leveraged(self, ctx: SafetyContext, asset: str) -> bool:
-        return any(ctx.position(asset, k) != 0 for k in LEVERAGED_KINDS)
+        positions = ctx.positions_coin
+        for kind in LEVERAGED_KINDS:
+            if positions.get((asset, kind), 0.0) != 0:
+                return True
+        return False
 
     def _distance(self, ctx: SafetyContext, asset: str) -> float:
         m = ctx.market(asset)
         mark = float(m.perp_mark_usd) if m is not None else math.nan
         return liquidation_distance(mark, ctx.liquidation_prices_usd.get(asset, math.nan))
 
-    def _panic_status(self, ctx: SafetyContext, asset: str) -> tuple[bool | None, str]:
+    def _leverage(self, ctx: SafetyContext, asset: str) -> tuple[bool, float]:
+        """Whether the asset holds futures, and their distance to liquidation (NaN when not)."""
+        if not self._leveraged(ctx, asset):
+            return False, math.nan
+        return True, self._distance(ctx, asset)
+
+    def _panic_status(self, ctx: SafetyContext, asset: str,
+                      leverage: tuple[bool, float] | None = None) -> tuple[bool | None, str]:
+        """``leverage``: ``_leverage(ctx, asset)`` when the caller has it."""
         cfg = self.config
         if math.isinf(cfg.panic_equity_drop) or cfg.panic_liquidation_distance == 0:
             return False, ""
-        if not self._leveraged(ctx, asset):
+        leveraged, distance = self._leverage(ctx, asset) if leverage is None else leverage
+        if not leveraged:
             return False, ""
-        distance = self._distance(ctx, asset)
         drop = net_equity_drop(ctx.equity_usd, ctx.peak_equity_usd)
         if math.isnan(distance) or math.isnan(drop):
             return None, (f"{asset}: panic inputs unknown (distance to liquidation {distance!r}, "
                           f"equity drop {drop!r})")
-        detail = (f"distance to liquidation {distance:.4%} (panic < {cfg.panic_liquidation_distance:.4%}),"
-                  f" equity drop {drop:.4%} (panic > {cfg.panic_equity_drop:.4%})")
-        return panic_close_due(distance, drop, cfg.panic_liquidation_distance,
-                               cfg.panic_equity_drop), detail
+        if not panic_close_due(distance, drop, cfg.panic_liquidation_distance,
+                               cfg.panic_equity_drop):
+            return False, ""
+        return True, (f"distance to liquidation {distance:.4%} (panic < "
+                      f"{cfg.panic_liquidation_distance:.4%}), equity drop {drop:.4%} (panic > "
+                      f"{cfg.panic_equity_drop:.4%})")
 
-    def _liquidation_warning(self, ctx: SafetyContext, asset: str) -> None:
-        if not self._leveraged(ctx, asset):
+    def _liquidation_warning(self, ctx: SafetyContext, asset: str,
+                             leverage: tuple[bool, float]) -> None:
+        leveraged, distance = leverage
+        if not leveraged:
             self._liquidation_warned.discard(asset)
             return
-        distance = self._distance(ctx, asset)
         if math.isnan(distance):
             return
         if distance < self.config.liquidation_alert_distance:

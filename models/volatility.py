@@ -971,6 +971,8 @@ class AnomalyDetector:
         self._span = 1
         # (forecast variance before the bar, clipped observed variance), per bar, judged bars only
         self._judged: deque[tuple[float, float]] = deque(maxlen=self.config.vol_ratio_bars)
+        # the observed variances alone, in the same order (summed on every bar without a generator)
+        self._observed: deque[float] = deque(maxlen=self.config.vol_ratio_bars)
         self._vol_alert_active = False
 
     @property
@@ -1005,6 +1007,7 @@ class AnomalyDetector:
             zc = max(-self._clip, min(self._clip, z))
             observed_var = zc * zc * forecast / span
             self._judged.append((forecast / span, observed_var))
+            self._observed.append(observed_var)
             anomalies.extend(self._volatility(bar))
         lam = cfg.ewma_lambda
         self._num = lam * self._num + observed_var
@@ -1017,7 +1020,7 @@ class AnomalyDetector:
         if k < self.config.vol_ratio_bars:
             return []
         forecast_before = self._judged[0][0]
-        ratio2 = math.fsum(observed for _, observed in self._judged) / k / forecast_before
+        ratio2 = math.fsum(self._observed) / k / forecast_before
         if ratio2 <= 0.0:
             return []
         score = math.log(ratio2) / self._log_ratio_sd

@@ -61,6 +61,23 @@ def test_volatility_from_a_later_bar_is_not_seen_by_an_earlier_price():
     assert n.vol_24h_annual == 0.9
 
 
+def test_a_backtest_price_carries_the_funding_rate_settled_last_at_or_before_it():
+    times = np.array([T0 + 3_600.0, T0 + 7_200.0, T0 + 36_000.0])
+    rates = np.array([0.0001, -0.0002, 0.0003])
+    at = [T0 + 60.0, T0 + 3_600.0, T0 + 3_601.0, T0 + 7_199.5, T0 + 7_200.0, T0 + 40_000.0]
+    # searchsorted is the reference; an unsorted history (nonsense, but possible) must be
+    # looked up exactly as before
+    for history in ((times, rates), (times[::-1].copy(), rates)):
+        n = HedgeNode(HedgeDesk(DeskConfig(), T0), backtest=True, funding_history=history)
+        seen = []
+        step = n.desk.step
+        n.desk.step = lambda m, step=step: seen.append(m.funding_rate_per_interval) or step(m)
+        n.on_prices([price(t) for t in at])
+        index = np.searchsorted(history[0], at, side="right") - 1
+        expected = [float(history[1][i]) if i >= 0 else math.nan for i in index]
+        assert np.array_equal(seen, expected, equal_nan=True)
+
+
 def test_funding_comes_from_the_configured_exchange_only():
     n = node(funding_exchange="binance")
     batch = FundingBatch.from_columns(

@@ -7,9 +7,12 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from models.desk import DeskConfig, HedgeDesk
-from models.hedge import MarketState
+from models.execution import funding_times
+from models.hedge import MarketState, PositionState
 
 T0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
 SPOT = 100_000.0
@@ -63,6 +66,25 @@ def test_a_short_hedge_receives_positive_funding_at_the_funding_times():
     assert desk.funding_usd < 0.0  # negative paid: received, as a short does when longs pay
     settled = [st.funding_paid_usd for st in steps if st.funding_paid_usd]
     assert 1 <= len(settled) <= 3
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.floats(1.0, 60_000.0), min_size=3, max_size=25), st.floats(-0.003, 0.003))
+@example([28_800.0, 28_800.0, 1.0, 57_599.0, 0.5], 0.001)  # steps on 08:00 and 16:00 exactly
+def test_funding_settles_once_for_every_funding_time_since_the_last_step(gaps_s, rate):
+    config = DeskConfig(initial_state=PositionState(short_perp_coin=0.1, short_perp_entry_usd=SPOT))
+    venue = config.futures_venue
+    desk = HedgeDesk(config, T0)
+    last = T0
+    for t in T0 + np.cumsum(gaps_s):
+        position = desk.state.perp_net_coin  # what the step settles on, before it trades
+        step = desk.step(MarketState(float(t), "BTC", SPOT, SPOT, funding_rate_per_interval=rate,
+                                     vol_24h_annual=VOL))
+        expected = 0.0
+        for _ in funding_times(last, float(t), venue.funding_interval_h, venue.funding_offset_h):
+            expected += position * SPOT * rate
+        assert step.funding_paid_usd == expected
+        last = float(t)
 
 
 def test_a_feed_stall_fires_the_dead_mans_switch_and_trading_stops():

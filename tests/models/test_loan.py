@@ -354,6 +354,18 @@ def test_reserve_formula_is_continuous_on_its_ramp(a, b):
     assert gap <= 50_000.0 * abs(a - b) + 1e-7
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.floats(-10.0, 10.0) | st.sampled_from([0.65, 0.75, 0.85, math.nan, math.inf, -math.inf]),
+       st.sampled_from([RESERVE, ReserveConfig(capacity_usd=1_000.0, start_ltv=0.5, middle_ltv=0.6,
+                                               full_ltv=0.9, first_tranche_usd=100.0,
+                                               second_tranche_usd=700.0, refill_below_ltv=0.5)]))
+def test_one_ltv_gets_exactly_what_the_vectorized_formula_gives_it(ltv, config):
+    one = reserve_deployment_target_usd(ltv, config)
+    array = reserve_deployment_target_usd(np.array([ltv, 0.7]), config)[0]
+    assert type(one) is float
+    assert one == array or (math.isnan(one) and math.isnan(array))
+
+
 def test_reserve_config_is_validated():
     for bad in (dict(start_ltv=0.8), dict(first_tranche_usd=6_000.0, second_tranche_usd=5_000.0),
                 dict(refill_below_ltv=0.7), dict(capacity_usd=-1.0), dict(middle_ltv=0.9)):

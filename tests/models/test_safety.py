@@ -222,6 +222,25 @@ def test_malformed_orders_are_refused(bad):
     assert rule_of(SafetyGate().check(order(**bad), context())) == "invalid_order"
 
 
+def test_the_context_keeps_read_only_copies_of_its_mappings_with_float_values():
+    positions = {("BTC", "perp"): -1, ("ETH", "spot"): np.float64(2.5)}
+    ctx = context(positions_coin=positions, venue_exposure_usd=[("binance", 5_000)],
+                  liquidation_prices_usd={"BTC": np.float32(150_000.0)}, open_orders=np.int64(2),
+                  equity_usd=100_000)
+    positions[("BTC", "perp")] = 0.0  # the caller's dict changes later: the context does not
+    assert dict(ctx.positions_coin) == {("BTC", "perp"): -1.0, ("ETH", "spot"): 2.5}
+    assert dict(ctx.venue_exposure_usd) == {"binance": 5_000.0}
+    assert all(type(v) is float for m in (ctx.positions_coin, ctx.venue_exposure_usd,
+                                           ctx.liquidation_prices_usd) for v in m.values())
+    assert type(ctx.open_orders) is int and type(ctx.equity_usd) is float
+    assert ctx.assets == ("BTC", "ETH")
+    with pytest.raises(TypeError):
+        ctx.positions_coin[("BTC", "perp")] = 1.0  # type: ignore[index]
+    for bad in (dict(positions_coin={"BTC": 1.0}), dict(open_orders=True), dict(open_orders=1.0)):
+        with pytest.raises(ValueError):
+            context(**bad)
+
+
 def test_stale_order_clock_and_invalid_context():
     gate = SafetyGate(SafetyConfig(**LOOSE))
     assert approved(gate.check(order(ts=T - 60.0), context()))
@@ -511,6 +530,20 @@ def test_breaker_state_machine():
     (reset,) = b.reset(1501.0, "alice", "checked the feeds")
     assert reset.kind == "safety_breaker_reset" and "alice" in reset.message
     assert b.state is BreakerState.CLOSED
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(-1e10, 1e10), st.sampled_from([False, None]), st.text(max_size=8),
+       st.none() | st.floats(-1e10, 1e10))
+def test_a_closed_breaker_fed_a_condition_that_is_not_bad_does_not_change(ts, bad, reason, reopen):
+    # The gate skips these updates, one per breaker at every evaluation: they must be no-ops.
+    b = CircuitBreaker("panic_close:BTC", BreakerConfig(cooldown_s=300.0, probation_s=60.0))
+    b.update(0.0, True, "x")
+    b.update(300.0, False)
+    b.update(360.0, False)  # tripped once, and closed again
+    before = repr(b.status())
+    assert b.update(ts, bad, reason, reopen_at_s=reopen) == []
+    assert repr(b.status()) == before and b.state is BreakerState.CLOSED
 
 
 def test_oracle_breaker_cooldown_probation_and_manual_reset():
