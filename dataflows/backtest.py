@@ -18,6 +18,7 @@ than its timeout.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import os
 from pathlib import Path
@@ -102,6 +103,9 @@ def run_backtest(ts_s: np.ndarray, close_usd: np.ndarray, db_path: str | Path, *
                 rejected_by[r.rule] = rejected_by.get(r.rule, 0) + 1
 
     sink = steps.sink(collect)
+    # The graph and the desk are built: what remains allocated is short-lived per bar, and full
+    # collections of the long-lived objects cost about a fifth of the run.
+    gc.freeze()
     try:
         # Bars enter in chunks (one Arrow batch per table per chunk, not one per bar); every
         # node steps through a chunk price by price, in time order, seeing nothing later.
@@ -115,6 +119,7 @@ def run_backtest(ts_s: np.ndarray, close_usd: np.ndarray, db_path: str | Path, *
     finally:
         graph.close()
         sink.destroy()  # streamz keeps sinks in a global set
+        gc.unfreeze()
     loan = desk_config.treasury.loan.principal_usd
     kpis = compute_kpis(
         ts[:seen], equity[:seen], ltv[:seen], repayments_usd=[desk.repaid_from_profits_usd],

@@ -85,11 +85,17 @@ class DeskConfig:
     futures_venue: VenueConfig = BINANCE_USDM
     options_venue: VenueConfig = DERIBIT
     trading_capital_usd: float | None = None
+    maintenance_margin_fraction: float = 0.004
+    liquidation_fee_fraction: float = 0.005
 
     def __post_init__(self) -> None:
         if self.trading_capital_usd is not None and not (
                 math.isfinite(self.trading_capital_usd) and self.trading_capital_usd >= 0.0):
             raise ValueError(f"trading_capital_usd must be finite and >= 0, got {self.trading_capital_usd!r}")
+        for name in ("maintenance_margin_fraction", "liquidation_fee_fraction"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value < 0.1):
+                raise ValueError(f"{name} must be a fraction in [0, 0.1), got {value!r}")
         if "perp" not in self.futures_venue.kinds:
             raise ValueError(f"futures_venue {self.futures_venue.name} does not trade perps")
 
@@ -240,6 +246,71 @@ class HedgeDesk:
                 self.gross_profit_usd += pnl
             self._futures_mark[kind] = mark
 
+    def _liquidation_price_usd(self, kind: str, s: PositionState) -> float:
+        """Where the venue liquidates a futures leg held on isolated margin of ``notional /
+        leverage`` (the book's leverage): a short at ``entry (1 + 1/leverage - mm)``, a long at
+        ``entry (1 - 1/leverage + mm)``, ``mm`` the maintenance margin; NaN when flat."""
+        cushion = 1.0 / s.leverage - self.config.maintenance_margin_fraction
+        if kind == "perp":
+            if s.short_perp_coin > s.long_perp_coin and math.isfinite(s.short_perp_entry_usd):
+                return s.short_perp_entry_usd * (1.0 + cushion)
+            if s.long_perp_coin > s.short_perp_coin and math.isfinite(s.long_perp_entry_usd):
+                return s.long_perp_entry_usd * (1.0 - cushion)
+        elif s.quarterly_coin != 0.0 and math.isfinite(s.quarterly_entry_usd):
+            return s.quarterly_entry_usd * (1.0 + cushion if s.quarterly_coin < 0 else 1.0 - cushion)
+        return math.nan
+
+    def _liquidate(self, market: MarketState) -> list[Fill]:
+        """A leg whose mark crossed its liquidation price is closed by the venue at that price,
+        with the venue's liquidation fee: what the panic close exists to avoid."""
+        fills = []
+        for kind in ("perp", "quarterly"):
+            s = self.engine.state
+            position = self._futures_position(kind)
+            price = self._liquidation_price_usd(kind, s)
+            mark = self._mark_of(kind, market)
+            if position == 0.0 or not (math.isfinite(price) and math.isfinite(mark)):
+                continue
+            if (position < 0 and mark >= price) or (position > 0 and mark <= price):
+                quantity = abs(position)
+                self._n_flatten += 1
+                fill = Fill(ts_s=market.ts_s, order_id=f"liquidation-{self._n_flatten}",
+                            asset=self.asset, kind=kind, side="buy" if position < 0 else "sell",
+                            venue=self.config.futures_venue.name, quantity_coin=quantity,
+                            price_usd=price,
+                            fee_usd=self.config.liquidation_fee_fraction * quantity * price,
+                            liquidity="taker")
+                self._apply(fill)
+                fills.append(fill)
+        return fills
+
+    def _ltv_orders(self, ts_s: float, market: MarketState, action, previous_band: str) -> list[Order]:
+        """Plan 001's LTV actions on the futures (reduce-only): entering WARNING halves every leg
+        (once per episode), CRITICAL closes the legs that are losing; EMERGENCY's close-all is
+        the caller's."""
+        s = self.engine.state
+        legs = {"perp": s.perp_net_coin, "quarterly": s.quarterly_coin}
+        cut: dict[str, float] = {}
+        if action.close_losing_positions:
+            entries = {"perp": s.short_perp_entry_usd if legs["perp"] < 0 else s.long_perp_entry_usd,
+                       "quarterly": s.quarterly_entry_usd}
+            for kind, position in legs.items():
+                pnl = position * (self._mark_of(kind, market) - entries[kind])
+                if position != 0.0 and pnl < 0.0:
+                    cut[kind] = abs(position)
+        elif action.position_fraction < 1.0 and previous_band != action.band:
+            for kind, position in legs.items():
+                if position != 0.0:
+                    cut[kind] = abs(position) * (1.0 - action.position_fraction)
+        orders = []
+        for kind, quantity in cut.items():
+            self._n_flatten += 1
+            orders.append(Order(ts_s=ts_s, asset=self.asset, kind=kind,
+                                side="buy" if legs[kind] < 0 else "sell", quantity_coin=quantity,
+                                reason=f"ltv_{action.band.lower()}", reduce_only=True,
+                                order_id=f"ltv-{self._n_flatten}"))
+        return orders
+
     def _funding_count(self, end_ts_s: float) -> int:
         """How many of the venue's funding instants lie in ``(last step, end_ts_s]``: the length of
         ``models.execution.funding_times`` over that span, without building the array."""
@@ -284,9 +355,9 @@ class HedgeDesk:
         positions = self._positions  # the context copies it
         liquidation = {}
         net = s.futures_net_coin
-        if net != 0.0 and math.isfinite(market.perp_mark_usd):
-            # The futures' margin is the desk's cash: a short is liquidated when its loss takes it.
-            liquidation[self.asset] = market.perp_mark_usd - self.cash_usd / net
+        liquidation_usd = self._liquidation_price_usd("perp", s)
+        if math.isfinite(liquidation_usd):
+            liquidation[self.asset] = liquidation_usd
         exposure = abs(net) * market.perp_mark_usd if math.isfinite(market.perp_mark_usd) else 0.0
         return SafetyContext(
             ts_s=market.ts_s, markets=(market,), equity_usd=equity,
@@ -348,13 +419,16 @@ class HedgeDesk:
             self._iv = market.implied_vol_annual
         funding_paid = self._settle_funding(market)
         self._mark_futures(market)
+        liquidations = self._liquidate(market)
         self._expire_put(market)
 
         collateral = self.engine.state.spot_coin * market.spot_usd
         self.treasury, mark = mark_treasury(self.treasury, collateral, ts)
         action = mark.action
+        previous_band = self._band
         self._band, self._trading_state = action.band, action.trading_state
-        events: list[str] = []
+        events: list[str] = [f"liquidated {f.kind} {f.quantity_coin:g} at {f.price_usd:.2f}"
+                             for f in liquidations]
 
         # The day's start and the high-water mark, for the daily loss limit and the panic close.
         equity = self.equity_usd(market)
@@ -381,6 +455,11 @@ class HedgeDesk:
 
         hedge = self.engine.step(market)
         events += hedge.events
+        reduce = [] if action.close_all_positions else self._ltv_orders(ts, market, action, previous_band)
+        if reduce:
+            orders += reduce
+            events.append(f"ltv {mark.ltv:.3f} {action.band}: "
+                          + ("close losing legs" if action.close_losing_positions else "halve the futures"))
         if action.close_all_positions:
             orders += [o for o in self._flatten(ts, "ltv_emergency")]
             events.append(f"ltv {mark.ltv:.3f} {action.band}: close all")
@@ -397,7 +476,8 @@ class HedgeDesk:
         for order in held:  # the engine must not wait for orders that were never sent
             self.engine.on_order_closed(order.order_id)
 
-        approved, rejections, fills, reasons = [], [], [], []
+        approved, rejections, reasons = [], [], ["liquidation"] * len(liquidations)
+        fills = list(liquidations)
         slippage = [self._expected_slippage(o, market) for o in orders]
         verdicts = self.gate.check_all(orders, context, expected_slippage_fraction=slippage) \
             if orders else []
@@ -432,6 +512,11 @@ class HedgeDesk:
         reserve_usd, loan_usd = reserve.balance_usd, loan.outstanding_usd
         late_alerts = self.gate.take_alerts()
         alerts = tick.alerts + tuple(late_alerts) if late_alerts else tick.alerts
+        if liquidations:
+            alerts += tuple(Alert(ts, "liquidation", "critical",
+                                  f"{self.asset} {f.kind} liquidated: {f.quantity_coin:g} coin at "
+                                  f"{f.price_usd:.2f} USD, fee {f.fee_usd:.2f} USD", self.asset)
+                            for f in liquidations)
         return DeskStep(
             ts_s=ts, spot_usd=market.spot_usd, mode=self.engine.mode,
             hedge_ratio=s.hedge_ratio, delta_coin=hedge.delta_coin,

@@ -122,3 +122,92 @@ def test_extreme_funding_stops_the_hedge_from_growing():
     rules = {r.rule for st in steps for r in st.rejections}
     assert "funding_cost" in rules
     assert desk.state.short_perp_coin == 0.0
+
+
+def test_entering_warning_halves_the_futures_once():
+    # LTV 0.60 at the start; the price falls 12 % so the LTV crosses 0.65 (WARNING).
+    # A token reserve: the bands act on the LTV itself, not on what a deployment leaves of it.
+    from models.loan import ReserveConfig, TreasuryConfig
+
+    config = DeskConfig(treasury=TreasuryConfig(reserve=ReserveConfig(
+        capacity_usd=1.0, first_tranche_usd=0.3, second_tranche_usd=0.5)))
+    start = config.treasury.loan.principal_usd / (0.27 * 0.60)
+    desk, steps = run(np.full(60, start), desk=HedgeDesk(config, T0))
+    short = desk.state.short_perp_coin
+    assert short > 0.0
+    desk, warn = run(np.full(5, start * 0.88), desk=desk, ts=T0 + 60.0 * np.arange(61, 66))
+    assert warn[0].band == "WARNING"
+    halved = [o for st in warn for o in st.approved if o.reason == "ltv_warning"]
+    # Once on entering the band (the engine may then close the rest: the fall is its profit).
+    assert len(halved) == 1 and halved[0].quantity_coin == pytest.approx(short / 2)
+
+
+def test_a_short_past_its_liquidation_price_is_liquidated_with_the_venues_fee():
+    desk, steps = run(np.full(60, SPOT))
+    s = desk.state
+    assert s.short_perp_coin > 0.0
+    liquidation = s.short_perp_entry_usd * (1 + 1 / s.leverage - desk.config.maintenance_margin_fraction)
+    cash_before = desk.cash_usd
+    (st,) = run([liquidation * 1.01], desk=desk, ts=[T0 + 60.0 * 61])[1]
+    (fill,) = [f for f in st.fills if f.order_id.startswith("liquidation")]
+    assert fill.price_usd == pytest.approx(liquidation) and fill.quantity_coin == pytest.approx(s.short_perp_coin)
+    assert fill.fee_usd == pytest.approx(desk.config.liquidation_fee_fraction * fill.notional_usd)
+    assert any(a.kind == "liquidation" for a in st.alerts)
+    # The short lost (liquidation - entry) per coin and the fee; any order of the same step (the
+    # engine re-hedging at once) paid only its fee.
+    others = sum(f.fee_usd for f in st.fills if f is not fill)
+    loss = s.short_perp_coin * (liquidation - SPOT) + fill.fee_usd + others
+    assert cash_before - desk.cash_usd == pytest.approx(loss, rel=1e-9)
+
+
+def test_a_liquidation_near_miss_with_a_deep_drawdown_panic_closes_first():
+    # Leverage 10: liquidation about 9.6 % above entry. The collateral falls 20 % (equity well
+    # below its peak) while the perp squeezes to 5 % under the liquidation price: the panic close
+    # flattens before the venue would.
+    from dataclasses import replace
+
+    from models.desk import replace_leverage
+
+    config = replace_leverage(DeskConfig(), 10.0)
+    desk = HedgeDesk(config, T0)
+    run(np.full(60, SPOT), desk=desk)
+    entry = desk.state.short_perp_entry_usd
+    liquidation = entry * (1 + 1 / 10 - config.maintenance_margin_fraction)
+    squeeze = liquidation * 0.97  # within 5 % of liquidation
+    steps = [desk.step(MarketState(T0 + 60.0 * (61 + i), "BTC", SPOT * 0.8, squeeze,
+                                   funding_rate_per_interval=0.0001, vol_24h_annual=VOL))
+             for i in range(3)]
+    panic = [o for st in steps for o in st.approved if o.reason == "panic_close"]
+    assert panic and desk.state.short_perp_coin == pytest.approx(0.0, abs=1e-9)
+    assert not any(f.order_id.startswith("liquidation") for st in steps for f in st.fills)
+    assert replace(config) == config
+
+
+def test_high_volatility_sets_the_top_hedge_ratio_and_caps_the_position():
+    # 6 % a day (115 % annualized): the ratio is 0.60, and the volatility cap shrinks what the
+    # gate lets the desk hold, so the short stays under the cap.
+    desk, steps = run(gbm(1_440, vol_annual=1.15), vol=1.15)
+    assert steps[-1].hedge_ratio == 0.6
+    cap = desk.gate.config.position_cap_coin("BTC")
+    assert desk.state.short_perp_coin <= cap + 1e-9
+
+
+def test_critical_closes_the_losing_futures_leg():
+    from models.loan import ReserveConfig, TreasuryConfig
+
+    from models.desk import replace_leverage
+
+    # Leverage 5: the short is far from liquidation, so the panic close stays out of the way.
+    config = replace_leverage(DeskConfig(treasury=TreasuryConfig(reserve=ReserveConfig(
+        capacity_usd=1.0, first_tranche_usd=0.3, second_tranche_usd=0.5))), 5.0)
+    desk = HedgeDesk(config, T0)
+    start = config.treasury.loan.principal_usd / (0.27 * 0.60)
+    run(np.full(60, start), desk=desk)
+    assert desk.state.short_perp_coin > 0.0
+    # The spot (collateral) falls 25 % (LTV 0.80: CRITICAL) while the perpetual's mark is above
+    # the short's entry: the short is losing, and it is closed.
+    st = desk.step(MarketState(T0 + 60.0 * 61, "BTC", start * 0.75, start * 1.01,
+                               funding_rate_per_interval=0.0001, vol_24h_annual=VOL))
+    assert st.band == "CRITICAL"
+    assert any(o.reason == "ltv_critical" for o in st.approved)
+    assert desk.state.short_perp_coin == pytest.approx(0.0, abs=1e-9)
