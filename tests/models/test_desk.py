@@ -36,14 +36,14 @@ def run(prices, *, step_s=60.0, funding=0.0001, vol=VOL, iv=math.nan, ts=None, d
 
 def test_the_accounts_reconcile_at_every_step():
     desk, steps = run(gbm(3 * 1_440))
-    fills = [f for st in steps for f in st.fills]
+    fills = [f for step in steps for f in step.fills]
     assert fills, "the desk never traded"
-    for st in steps:
-        assert st.equity_usd == pytest.approx(st.cash_usd + st.position_value_usd + st.reserve_usd - st.loan_usd,
+    for step in steps:
+        assert step.equity_usd == pytest.approx(step.cash_usd + step.position_value_usd + step.reserve_usd - step.loan_usd,
                                               abs=1e-9)
     # Cash moves only by the futures' P&L, fees, funding and what profits paid the lender and reserve.
-    distributed = sum(st.distribution.profit_usd - st.distribution.retained_usd
-                      for st in steps if st.distribution is not None)
+    distributed = sum(step.distribution.profit_usd - step.distribution.retained_usd
+                      for step in steps if step.distribution is not None)
     start_cash = DeskConfig().treasury.loan.principal_usd
     assert desk.cash_usd == pytest.approx(
         start_cash + desk.gross_profit_usd - desk.fees_usd - desk.funding_usd - distributed, abs=1e-6)
