@@ -79,6 +79,9 @@ def run_backtest(ts_s: np.ndarray, close_usd: np.ndarray, db_path: str | Path, *
         # Coarse data: the dead man's switch waits for three missing bars, not for one.
         desk_config = dataclasses.replace(desk_config, safety=dataclasses.replace(
             desk_config.safety, heartbeat_timeout_s=3.0 * spacing_s))
+    # No operator watches a backtest: after a stall fires the dead man's switch (and flattens),
+    # trading resumes once the data flows again.
+    desk_config = dataclasses.replace(desk_config, resume_after_stall=True)
     desk = HedgeDesk(desk_config, float(ts[0]))
     node = HedgeNode(desk, run_id=run_id, backtest=True, funding_history=funding_history)
     if funding is None:

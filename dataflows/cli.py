@@ -347,9 +347,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_flatten(args: argparse.Namespace) -> int:
     """Close the hedge desk's futures at its next tick and pause trading (the running
     ``hedgeflow run`` reads the flatten file, acts once and removes it)."""
-    path = Path(_config(args, {}).hedge.flatten_file)
+    hedge = _config(args, {}).hedge
+    path, pause = Path(hedge.flatten_file), Path(hedge.pause_file)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{args.why or 'hedgeflow flatten'}\n", encoding="utf-8")
+    pause.parent.mkdir(parents=True, exist_ok=True)
+    why = args.why or "hedgeflow flatten"
+    # The pause file too: trading stays paused until `resume --trading` removes it.
+    pause.write_text(f"{why}\n", encoding="utf-8")
+    path.write_text(f"{why}\n", encoding="utf-8")
     print(f"hedgeflow: flatten requested ({path}); trading stays paused until "
           "`hedgeflow resume --trading`")
     return 0

@@ -87,6 +87,7 @@ class DeskConfig:
     trading_capital_usd: float | None = None
     maintenance_margin_fraction: float = 0.004
     liquidation_fee_fraction: float = 0.005
+    resume_after_stall: bool = False  # backtests: trade again once data flows after the switch
 
     def __post_init__(self) -> None:
         if self.trading_capital_usd is not None and not (
@@ -96,6 +97,10 @@ class DeskConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and 0.0 <= value < 0.1):
                 raise ValueError(f"{name} must be a fraction in [0, 0.1), got {value!r}")
+        if not 1.0 / self.initial_state.leverage > self.maintenance_margin_fraction:
+            raise ValueError(f"leverage {self.initial_state.leverage:g} leaves no margin above the "
+                             f"maintenance margin ({self.maintenance_margin_fraction:g}): "
+                             f"at most {1.0 / self.maintenance_margin_fraction:g}x")
         if "perp" not in self.futures_venue.kinds:
             raise ValueError(f"futures_venue {self.futures_venue.name} does not trade perps")
 
@@ -148,7 +153,15 @@ class HedgeDesk:
         self.config = config
         self.asset = config.asset
         self.engine = HedgeEngine(config.hedge, config.initial_state, asset=config.asset)
-        self.gate = SafetyGate(config.safety)
+        # At the book's leverage a fresh futures leg is ``1/leverage - mm`` from liquidation (3.6 %
+        # at 25x): a minimum distance above that would refuse every order that adds to the hedge,
+        # so it is kept at half the cushion. (The panic close keeps plan 001's 5 %: at 25x its
+        # distance condition always holds, and the equity drop of 10 % decides.)
+        cushion = 1.0 / config.initial_state.leverage - config.maintenance_margin_fraction
+        safety = config.safety
+        if safety.min_liquidation_distance >= cushion:
+            safety = replace(safety, min_liquidation_distance=cushion / 2)
+        self.gate = SafetyGate(safety)
         self.futures = PaperVenue(config.futures_venue)
         self.options = PaperVenue(config.options_venue)
         self.treasury = open_treasury(start_ts_s, config.treasury)
@@ -168,6 +181,8 @@ class HedgeDesk:
         self._daily_volume_usd = 0.0
         self._heartbeat_s = start_ts_s
         self._band = "UNKNOWN"
+        self._warning_halved = False  # this WARNING episode's halving has filled
+        self._held_back = 0
         self._trading_state = "ACTIVE"
         self._new_positions_allowed = True
         self._n_flatten = 0
@@ -198,8 +213,9 @@ class HedgeDesk:
         return self.treasury.reserve.balance_usd
 
     def _put_value_usd(self, market: MarketState, s: PositionState) -> float:
-        if s.put_coin <= 0.0 or not math.isfinite(market.spot_usd):
-            return 0.0
+        if (s.put_coin <= 0.0 or not math.isfinite(market.spot_usd)
+                or s.put_expiry_ts_s == self._settled_put_expiry):
+            return 0.0  # none, unpriceable, or settled into cash already
         years = max((s.put_expiry_ts_s - market.ts_s) / SECONDS_PER_YEAR, 0.0)
         vol = self._iv if math.isfinite(self._iv) else 0.0
         return s.put_coin * float(bs_price(market.spot_usd, s.put_strike_usd, years,
@@ -284,10 +300,11 @@ class HedgeDesk:
                 fills.append(fill)
         return fills
 
-    def _ltv_orders(self, ts_s: float, market: MarketState, action, previous_band: str) -> list[Order]:
-        """Plan 001's LTV actions on the futures (reduce-only): entering WARNING halves every leg
-        (once per episode), CRITICAL closes the legs that are losing; EMERGENCY's close-all is
-        the caller's."""
+    def _ltv_orders(self, ts_s: float, market: MarketState, action) -> list[Order]:
+        """Plan 001's LTV actions on the futures (reduce-only): in WARNING, every leg is halved
+        once per episode (retried until the halving fills; the episode ends when the LTV falls
+        below WARNING, an unknown LTV does not end it); CRITICAL closes the legs that are losing;
+        EMERGENCY's close-all is the caller's."""
         s = self.engine.state
         legs = {"perp": s.perp_net_coin, "quarterly": s.quarterly_coin}
         cut: dict[str, float] = {}
@@ -298,7 +315,7 @@ class HedgeDesk:
                 pnl = position * (self._mark_of(kind, market) - entries[kind])
                 if position != 0.0 and pnl < 0.0:
                     cut[kind] = abs(position)
-        elif action.position_fraction < 1.0 and previous_band != action.band:
+        elif action.position_fraction < 1.0 and action.band == "WARNING" and not self._warning_halved:
             for kind, position in legs.items():
                 if position != 0.0:
                     cut[kind] = abs(position) * (1.0 - action.position_fraction)
@@ -400,6 +417,7 @@ class HedgeDesk:
         self._daily_volume_usd += fill.notional_usd
         if fill.kind == "put":
             self.cash_usd -= fill.signed_quantity_coin * fill.price_usd
+            self.gross_profit_usd -= fill.signed_quantity_coin * fill.price_usd
         elif fill.kind in ("perp", "quarterly"):
             # Settle the position held to the fill's price first, then trade at it.
             last = self._futures_mark.get(fill.kind, fill.price_usd)
@@ -425,8 +443,11 @@ class HedgeDesk:
         collateral = self.engine.state.spot_coin * market.spot_usd
         self.treasury, mark = mark_treasury(self.treasury, collateral, ts)
         action = mark.action
-        previous_band = self._band
-        self._band, self._trading_state = action.band, action.trading_state
+        if action.band in ("SAFE", "MONITOR"):
+            self._warning_halved = False
+        if action.band != "UNKNOWN":
+            self._band = action.band
+        self._trading_state = action.trading_state
         events: list[str] = [f"liquidated {f.kind} {f.quantity_coin:g} at {f.price_usd:.2f}"
                              for f in liquidations]
 
@@ -444,6 +465,11 @@ class HedgeDesk:
         tick = self.gate.tick(context)
         # The data's arrival is the heartbeat: a stalled feed leaves it behind, and the switch fires.
         if market.oracle_ok and math.isfinite(market.spot_usd):
+            pause = self.gate.pause_state
+            if (self.config.resume_after_stall and pause.paused and pause.who == "dead_mans_switch"
+                    and pause.since_s < ts and not tick.decisions):
+                self.gate.resume(ts, "backtest", "data flows again after the stall")
+                events.append("safety resumed after the stall")
             self._heartbeat_s = ts
         decisions = tick.decisions
         if self._flatten_request is not None:
@@ -455,7 +481,7 @@ class HedgeDesk:
 
         hedge = self.engine.step(market)
         events += hedge.events
-        reduce = [] if action.close_all_positions else self._ltv_orders(ts, market, action, previous_band)
+        reduce = [] if action.close_all_positions else self._ltv_orders(ts, market, action)
         if reduce:
             orders += reduce
             events.append(f"ltv {mark.ltv:.3f} {action.band}: "
@@ -465,8 +491,9 @@ class HedgeDesk:
             events.append(f"ltv {mark.ltv:.3f} {action.band}: close all")
         elif not action.new_positions_allowed:
             held = [o for o in hedge.orders if not o.reduce_only]
-            if held:
+            if held and len(held) != self._held_back:  # said once, not on every bar
                 events.append(f"ltv {mark.ltv:.3f} {action.band}: {len(held)} orders held back")
+            self._held_back = len(held)
             orders += [o for o in hedge.orders if o.reduce_only]
         else:
             held = []
@@ -492,6 +519,8 @@ class HedgeDesk:
                 self._apply(fill)
                 fills.append(fill)
                 reasons.append(verdict.reason)
+            if done and verdict.reason == "ltv_warning":
+                self._warning_halved = True
             if not done:
                 self.engine.on_order_closed(verdict.order_id)
 
@@ -551,6 +580,7 @@ class HedgeDesk:
                 and s.put_expiry_ts_s != self._settled_put_expiry):
             payoff = s.put_coin * max(s.put_strike_usd - market.spot_usd, 0.0)
             self.cash_usd += payoff
+            self.gross_profit_usd += payoff
             self._settled_put_expiry = s.put_expiry_ts_s  # once, whatever the engine does next
 
 

@@ -121,3 +121,19 @@ def test_a_sweep_on_a_dask_local_cluster_gathers_every_run_as_run_alone_would(fo
     finally:
         con.close()
     assert per_run == {"lev15.0": len(ts), "lev25.0": len(ts)}
+
+
+def test_a_backtest_trades_again_after_a_stall_fires_the_dead_mans_switch(four_days, tmp_path):
+    ts, close = four_days
+    ts = ts.copy()
+    ts[2_000:] += 4 * 3_600.0  # four hours without data in the second day
+    result = run_backtest(ts, close, tmp_path / "stall.duckdb", config=load_config(env={}))
+    con = duckdb.connect(str(tmp_path / "stall.duckdb"), read_only=True)
+    try:
+        events = dict(con.execute("SELECT event, count(*) FROM hedge_decisions GROUP BY 1").fetchall())
+        after = con.execute("SELECT count(*) FROM backtest_trades WHERE epoch(ts) > ?",
+                            [float(ts[2_000])]).fetchone()[0]
+    finally:
+        con.close()
+    assert events.get("safety", 0) >= 2  # the switch fired, and trading resumed
+    assert after > 0 and result["rejected_by_rule"].get("dead_mans_switch", 0) < 10

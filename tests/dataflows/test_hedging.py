@@ -111,6 +111,12 @@ def test_the_operator_files_pause_resume_and_flatten_the_desk(tmp_path, capsys, 
     assert any(o.reason == "manual_flatten" for o in st.approved)
     assert n.desk.state.short_perp_coin == 0.0 and n.desk.gate.pause_state.paused
     assert "flatten requested" in capsys.readouterr().out
+    # The flatten left the pause file: `resume --trading` lifts the pause it stands for.
+    assert pause.exists()
+    n.on_tick(T0 + 310.0)
+    assert cli.main(["resume", "--trading"]) == 0
+    n.on_tick(T0 + 320.0)
+    assert not n.desk.gate.pause_state.paused
 
 
 def test_desk_records_go_to_the_live_or_the_backtest_tables():

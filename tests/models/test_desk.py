@@ -137,7 +137,10 @@ def test_entering_warning_halves_the_futures_once():
     assert short > 0.0
     desk, warn = run(np.full(5, start * 0.88), desk=desk, ts=T0 + 60.0 * np.arange(61, 66))
     assert warn[0].band == "WARNING"
-    halved = [o for st in warn for o in st.approved if o.reason == "ltv_warning"]
+    # A stale price in between (an unknown LTV) does not start a new episode.
+    desk.step(MarketState(T0 + 60.0 * 66, "BTC", math.nan, math.nan, vol_24h_annual=VOL))
+    desk, again = run(np.full(3, start * 0.88), desk=desk, ts=T0 + 60.0 * np.arange(67, 70))
+    halved = [o for st in warn + again for o in st.approved if o.reason == "ltv_warning"]
     # Once on entering the band (the engine may then close the rest: the fall is its profit).
     assert len(halved) == 1 and halved[0].quantity_coin == pytest.approx(short / 2)
 
@@ -211,3 +214,10 @@ def test_critical_closes_the_losing_futures_leg():
     assert st.band == "CRITICAL"
     assert any(o.reason == "ltv_critical" for o in st.approved)
     assert desk.state.short_perp_coin == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_leverage_with_no_margin_above_maintenance_is_refused():
+    from models.desk import replace_leverage
+
+    with pytest.raises(ValueError, match="leaves no margin above the maintenance margin"):
+        replace_leverage(DeskConfig(), 300.0)
