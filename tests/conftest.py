@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from models.records import QuoteBatch, RawBatch, TradeBatch
+
+# Property tests draw the same examples on every run (a failure is reproduced by rerunning, and
+# CI does not fail on an example a previous run never drew); HYPOTHESIS_PROFILE=explore draws new
+# ones each time, for a developer hunting for counterexamples.
+settings.register_profile("repeatable", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 def _repo_root() -> Path:
