@@ -10,9 +10,12 @@ surfaces (ATM implied vol) ─┘                              order_decisions, 
 ```
 
 The oracle price is the spot; the perpetual's mark and funding rate come from the funding stream
-(live: the venues' mark-price channels) or from a funding history (backtests), and fall back to
-the spot when no mark is known yet. An oracle price that is not "ok" reaches the desk as an
-unknown (NaN) spot: the engine and the gate then refuse to trade, they never guess.
+(live: the venues' mark-price channels) or from a funding history (backtests). Without any
+perpetual feed (a backtest of the perpetual's own prices) the mark is the spot; once a feed has
+been seen, a mark older than ``MARK_MAX_AGE_S`` (a funding rate older than ``FUNDING_MAX_AGE_S``,
+an implied vol older than ``IV_MAX_AGE_S``) is unknown. An oracle price that is not "ok" reaches
+the desk as an unknown (NaN) spot. Unknown inputs make the engine and the gate refuse to trade:
+they never guess.
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ from models.records import (
 )
 
 THIRTY_DAYS_YEARS = 30.0 / 365.0
+# How old a live input may be before the desk treats it as unknown (seconds): the venues send
+# the perpetual's mark and funding every few seconds, the surface is refitted every few seconds.
+MARK_MAX_AGE_S = 60.0
+FUNDING_MAX_AGE_S = 600.0
+IV_MAX_AGE_S = 900.0
 
 
 class HedgeNode:
@@ -57,6 +65,9 @@ class HedgeNode:
         self.perp_mark_usd = math.nan
         self.funding_rate = math.nan
         self.funding_interval_h = 8.0
+        # When each live input was last seen (epoch s): an input older than its limit is unknown,
+        # and the desk does not trade on it.
+        self._mark_ts = self._funding_ts = self._iv_ts = -math.inf
         # A backtest's settled funding: (times, rates) in time order.
         self._funding = funding_history
         # ... and as lists taken now, searched with bisect (numpy's searchsorted costs a
@@ -89,6 +100,7 @@ class HedgeNode:
         for o in outcomes:
             if o.asset == self.asset and o.fit is not None:
                 self.implied_vol_annual = float(o.fit.atm_vol(THIRTY_DAYS_YEARS))
+                self._iv_ts = o.ts
 
     def on_funding(self, batch) -> None:
         """A live funding batch (models.records.FundingBatch): the asset's perpetual mark and rate."""
@@ -98,10 +110,11 @@ class HedgeNode:
         mine = np.flatnonzero(mine)
         if mine.size:
             last = mine[np.argmax(batch.event_ts[mine])]
+            ts = float(batch.event_ts[last])
             if np.isfinite(batch.mark_usd[last]):
-                self.perp_mark_usd = float(batch.mark_usd[last])
+                self.perp_mark_usd, self._mark_ts = float(batch.mark_usd[last]), ts
             if np.isfinite(batch.funding_rate[last]):
-                self.funding_rate = float(batch.funding_rate[last])
+                self.funding_rate, self._funding_ts = float(batch.funding_rate[last]), ts
 
     def on_tick(self, now_s: float) -> None:
         """The operator's channel (live): while ``pause_file`` exists trading is paused (reducing
@@ -123,6 +136,8 @@ class HedgeNode:
 
     def _funding_rate_at(self, ts_s: float) -> float:
         if self._funding is None:
+            if self._funding_ts > -math.inf and ts_s - self._funding_ts > FUNDING_MAX_AGE_S:
+                return math.nan  # the feed that gave it went quiet
             return self.funding_rate
         if self._funding_lists is not None:
             times, rates = self._funding_lists
@@ -141,12 +156,18 @@ class HedgeNode:
                 continue
             ok = p.status == "ok" and math.isfinite(p.price_usd)
             spot = p.price_usd if ok else math.nan
-            mark = self.perp_mark_usd if math.isfinite(self.perp_mark_usd) else spot
+            if self._mark_ts == -math.inf:
+                mark = spot  # no perpetual feed (a backtest of the perpetual's own prices)
+            elif ts - self._mark_ts <= MARK_MAX_AGE_S:
+                mark = self.perp_mark_usd
+            else:
+                mark = math.nan  # the mark went stale: unknown, so nothing trades on it
+            iv = self.implied_vol_annual if ts - self._iv_ts <= IV_MAX_AGE_S else math.nan
             steps.append(desk.step(MarketState(
                 ts_s=ts, asset=asset, spot_usd=spot, perp_mark_usd=mark,
                 funding_rate_per_interval=self._funding_rate_at(ts),
                 funding_interval_h=self.funding_interval_h, vol_24h_annual=self._vol_at(ts),
-                implied_vol_annual=self.implied_vol_annual, oracle_ok=ok,
+                implied_vol_annual=iv, oracle_ok=ok,
             )))
         return steps
 

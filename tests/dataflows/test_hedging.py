@@ -129,3 +129,21 @@ def test_desk_records_go_to_the_live_or_the_backtest_tables():
     assert len(test["backtest_equity"]) == len(steps) == len(live["position_states"])
     assert {r.run_id for r in test["backtest_equity"]} == {"run-1"}
     assert np.isclose(sum(r.fee_usd for r in test.get("backtest_trades", [])), steps[-1].fees_usd)
+
+
+def test_a_perpetual_feed_that_goes_quiet_leaves_its_mark_and_rate_unknown():
+    n = node(funding_exchange="binance")
+    n.on_volatility([ready_vol(T0)])
+    batch = FundingBatch.from_columns(
+        exchange=["binance"], instrument=["BTCUSDT"], asset=["BTC"], event_ts=[T0 + 60.0],
+        receive_ts=[T0 + 60.0], mark_usd=[SPOT * 1.001], index_usd=[SPOT], funding_rate=[0.0001],
+        next_funding_ts=[T0 + 3_600], raw=[""])
+    n.on_funding(batch)
+    (fresh,) = n.on_prices([price(T0 + 90.0)])
+    assert fresh.fills and fresh.fills[0].price_usd < SPOT * 1.001  # sold near the fresh mark
+    # Ten minutes later nothing new has come from the perpetual's feed: the desk does not trade
+    # on a mark or a rate it no longer knows.
+    desk = n.desk
+    before = desk.state.short_perp_coin
+    (stale,) = n.on_prices([price(T0 + 60.0 + 601.0, SPOT * 0.9)])
+    assert stale.fills == () and desk.state.short_perp_coin == before
