@@ -106,7 +106,51 @@ def fit_chains(snapshots: list[ChainSnapshot], method: str, min_options: int) ->
     return [fit_chain(s, method, min_options) for s in snapshots]
 
 
-class Refitter:
+class _PeriodicJob:
+    """Heavy work started at most every ``interval_s`` of clock time, at most one piece in flight:
+    a start that finds one running is skipped and counted, never queued (its input would be stale
+    by the time it ran). The result goes to ``emit`` on the loop, unless the job was closed
+    meanwhile (the graph and its database are gone) or the work failed (the worker logs and
+    counts that)."""
+
+    def __init__(self, worker: Worker, emit, *, interval_s: float, enabled: bool) -> None:
+        self.worker = worker
+        self.emit = emit
+        self.interval_s = interval_s
+        self.enabled = enabled
+        self.in_flight = False
+        self.skipped = 0
+        self.closed = False
+        self._last_start: float | None = None
+
+    def _may_start(self, now: float) -> bool:
+        if self.closed or not self.enabled:
+            return False
+        if self._last_start is not None and now - self._last_start < self.interval_s:
+            return False
+        if self.in_flight:
+            self.skipped += 1
+            return False
+        return True
+
+    def _start(self, now: float, fn, *args) -> None:
+        self._last_start = now
+        self.in_flight = True
+        self.worker.submit(self._done, fn, *args)
+
+    def _done(self, result) -> None:
+        self.in_flight = False
+        if not (self.closed or isinstance(result, WorkFailed)):
+            self._deliver(result)
+
+    def _deliver(self, result) -> None:
+        self.emit(result)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Refitter(_PeriodicJob):
     """Keeps the option book and refits each asset's surface every ``interval_s`` of clock time.
 
     ``on_tickers(batch)`` updates the book; ``on_tick(now)`` starts a refit when one is due and
@@ -117,30 +161,18 @@ class Refitter:
     def __init__(self, worker: Worker, emit, *, interval_s: float = 5.0, method: str = "",
                  max_age_s: float = 300.0, min_expiry_s: float = 3_600.0,
                  min_options: int = 20, enabled: bool = True) -> None:
+        super().__init__(worker, emit, interval_s=interval_s, enabled=enabled)
         self.book = OptionBook()
-        self.enabled = enabled
-        self.worker = worker
-        self.emit = emit
-        self.interval_s = interval_s
         self.method = method
         self.max_age_s = max_age_s
         self.min_expiry_s = min_expiry_s
         self.min_options = min_options
-        self.in_flight = False
-        self.skipped = 0
-        self.closed = False
-        self._last_start: float | None = None
 
     def on_tickers(self, batch) -> None:
         self.book.update(batch)
 
     def on_tick(self, now: float) -> None:
-        if self.closed or not self.enabled or not len(self.book):
-            return
-        if self._last_start is not None and now - self._last_start < self.interval_s:
-            return
-        if self.in_flight:
-            self.skipped += 1
+        if not len(self.book) or not self._may_start(now):
             return
         self.book.evict_expired(now)  # a long run lists new expiries every day
         snapshots = [self.book.snapshot(asset, now, max_age_s=self.max_age_s,
@@ -151,16 +183,9 @@ class Refitter:
         snapshots = [s for s in snapshots if len(s) >= self.min_options]
         if not snapshots:
             return
-        self._last_start = now
-        self.in_flight = True
-        self.worker.submit(self._done, fit_chains, snapshots, self.method, self.min_options)
+        self._start(now, fit_chains, snapshots, self.method, self.min_options)
 
-    def _done(self, result) -> None:
-        self.in_flight = False
-        if self.closed:
-            return  # a fit finishing after shutdown: the graph and its database are gone
-        if isinstance(result, WorkFailed):
-            return
+    def _deliver(self, result) -> None:
         for outcome in result:
             if outcome.error:
                 log_event(log, logging.INFO, "surface not fitted", asset=outcome.asset,
@@ -168,8 +193,8 @@ class Refitter:
         self.emit(result)
 
     def close(self) -> None:
-        self.closed = True
-        self.worker.close()
+        super().close()
+        self.worker.close()  # the refitter owns the worker the policy risk shares
 
 
 # --------------------------------------------------------------------------- premium quotes
@@ -301,7 +326,7 @@ def simulate_policy_risks(quotes: list[PremiumQuoteRecord], premium_config, n_pa
     return records
 
 
-class PolicyRiskNode:
+class PolicyRiskNode(_PeriodicJob):
     """Simulates the newest premium quotes at most every ``interval_s`` of clock time, in the
     worker (a dask cluster when configured): one task per batch of quotes, at most one in flight.
     Results go to ``emit(list[PolicyRiskRecord])``."""
@@ -309,44 +334,26 @@ class PolicyRiskNode:
     def __init__(self, worker: Worker, emit, *, premium_config, interval_s: float = 60.0,
                  n_paths: int = 10_000, confidence: float = 0.99, seed: int = 0,
                  enabled: bool = True) -> None:
-        self.worker = worker
-        self.emit = emit
+        super().__init__(worker, emit, interval_s=interval_s, enabled=enabled)
         self.premium_config = premium_config
-        self.interval_s = interval_s
         self.n_paths = n_paths
         self.confidence = confidence
         self.seed = seed
-        self.enabled = enabled
-        self.in_flight = False
-        self.skipped = 0
-        self.closed = False
-        self._last_start: float | None = None
 
     def on_quotes(self, quotes: list[PremiumQuoteRecord]) -> None:
-        if self.closed or not self.enabled or not quotes:
+        if not quotes:
             return
         now = max(q.ts for q in quotes)
-        if self._last_start is not None and now - self._last_start < self.interval_s:
+        if not self._may_start(now):
             return
-        if self.in_flight:
-            self.skipped += 1
-            return
-        self._last_start = now
-        self.in_flight = True
         # The seed follows the quotes' time: a replay draws the same paths as the run it replays.
         seed = [self.seed, int(now * 1_000)]
-        self.worker.submit(self._done, simulate_policy_risks, list(quotes), self.premium_config,
-                           self.n_paths, self.confidence, seed)
+        self._start(now, simulate_policy_risks, list(quotes), self.premium_config, self.n_paths,
+                    self.confidence, seed)
 
-    def _done(self, result) -> None:
-        self.in_flight = False
-        if self.closed or isinstance(result, WorkFailed):
-            return
+    def _deliver(self, result) -> None:
         if result:
             self.emit(result)
-
-    def close(self) -> None:
-        self.closed = True
 
 
 # --------------------------------------------------------------------------- volatility

@@ -44,6 +44,7 @@ from models.execution import (
     walk_book,
 )
 from models.hedge import (
+    SECONDS_PER_YEAR,
     HedgeConfig,
     HedgeEngine,
     MarketState,
@@ -63,8 +64,6 @@ from models.records import Alert
 from models.safety import SafetyConfig, SafetyContext, SafetyGate, utc_day_start_s
 
 __all__ = ["DeskConfig", "DeskStep", "HedgeDesk", "DESK_SAFETY"]
-
-SECONDS_PER_YEAR = 365.0 * 86_400.0
 
 # One venue holds the whole hedge, so a per-venue concentration limit would refuse every order.
 DESK_SAFETY = SafetyConfig(max_venue_concentration=1.0)
