@@ -280,11 +280,12 @@ class HedgeDesk:
         with the venue's liquidation fee: what the panic close exists to avoid."""
         fills = []
         for kind in ("perp", "quarterly"):
-            s = self.engine.state
             position = self._futures_position(kind)
-            price = self._liquidation_price_usd(kind, s)
+            if position == 0.0:
+                continue  # (the quarterly's model price is not computed for a leg not held)
+            price = self._liquidation_price_usd(kind, self.engine.state)
             mark = self._mark_of(kind, market)
-            if position == 0.0 or not (math.isfinite(price) and math.isfinite(mark)):
+            if not (math.isfinite(price) and math.isfinite(mark)):
                 continue
             if (position < 0 and mark >= price) or (position > 0 and mark <= price):
                 quantity = abs(position)
