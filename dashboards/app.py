@@ -1,7 +1,10 @@
-"""The Panel server ``hedgeflow run`` starts, on the pipeline's own asyncio loop.
+"""The Panel app: its pages, served by ``hedgeflow run`` on the pipeline's own asyncio loop, or
+one by one by ``panel serve dashboards/<page>.py``.
 
-Pages are functions of the shared pipeline's views, so every browser session builds its own
-widgets over one pipeline. Add a page here and in ``PAGES``; each gets its own URL.
+A page is a function of the shared pipeline (``page(pipeline) -> Viewable``) called once per
+browser session: every session builds its own widgets over one pipeline and polls the pipeline's
+read-only views (``pipeline.views``, see dataflows/views) from its own periodic callback. Add a
+page as a module here with such a function, and a line in ``PAGES``; each gets its own URL.
 """
 
 from __future__ import annotations
@@ -9,20 +12,27 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+from typing import Callable, NamedTuple
 
 import panel as pn
 
 from dashboards.oracle import oracle_page
 
 
-def pages(pipeline) -> dict:
-    refresh_ms = pipeline.config.dashboard.refresh_ms
-    return {"oracle": lambda: oracle_page(pipeline.oracle_view, refresh_ms)}
+class Page(NamedTuple):
+    title: str
+    build: Callable  # (pipeline) -> a new Viewable, one per session
+
+
+# URL path -> page, in the order of the index.
+PAGES: dict[str, Page] = {
+    "oracle": Page("Oracle", oracle_page),
+}
 
 
 def serve_dashboards(pipeline, host: str, port: int):
     """Start Panel's server on the running loop; the caller stops it with ``.stop()``."""
-    routes = pages(pipeline)
+    routes = {path: (lambda page=page: page.build(pipeline)) for path, page in PAGES.items()}
     # pn.serve installs a SIGINT handler that stops the loop outright; the caller's handler
     # (a clean shutdown that flushes the database and prints the counts) must stay in charge.
     previous_sigint = signal.getsignal(signal.SIGINT)
@@ -34,7 +44,7 @@ def serve_dashboards(pipeline, host: str, port: int):
             port=port,
             show=False,
             start=False,
-            title={"oracle": "hedgeflow · oracle"},
+            title={path: f"hedgeflow · {page.title.lower()}" for path, page in PAGES.items()},
             websocket_origin=[f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"],
         )
     signal.signal(signal.SIGINT, previous_sigint)

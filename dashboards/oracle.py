@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import panel as pn
 
+from dashboards.session import session_callback
 from dataflows.views import OracleView
 
 hv.extension("bokeh", logo=False)
@@ -98,7 +99,7 @@ class _AssetPanel:
             )
 
 
-def oracle_page(view: OracleView, refresh_ms: int = 500) -> pn.viewable.Viewable:
+def oracle_view_page(view: OracleView, refresh_ms: int = 500) -> pn.viewable.Viewable:
     """A new page (one per browser session) polling ``view``."""
     panels: dict[str, _AssetPanel] = {}
     waiting = pn.pane.Markdown("Waiting for the first oracle price…", css_classes=["oracle-waiting"])
@@ -114,8 +115,7 @@ def oracle_page(view: OracleView, refresh_ms: int = 500) -> pn.viewable.Viewable
             panels[asset].update(view)
 
     refresh()
-    # Period as an int of milliseconds: Panel reads "100ms" as 100 minutes (DESIGN, pitfalls).
-    pn.state.add_periodic_callback(refresh, period=int(refresh_ms))
+    session_callback(refresh, refresh_ms)
     return pn.Column(
         pn.pane.Markdown("# hedgeflow · oracle\nRobust consensus of every fresh spot source, per asset, with its confidence band."),
         cards,
@@ -123,11 +123,13 @@ def oracle_page(view: OracleView, refresh_ms: int = 500) -> pn.viewable.Viewable
     )
 
 
-if pn.state.served:
-    # `panel serve dashboards/oracle.py`: share one pipeline across the sessions of this process.
-    from dataflows.runtime import shared_pipeline
+def oracle_page(pipeline) -> pn.viewable.Viewable:
+    """The oracle page of ``pipeline`` (its ``oracle`` view, at the dashboard's refresh)."""
+    return oracle_view_page(pipeline.views["oracle"], pipeline.config.dashboard.refresh_ms)
 
-    _pipeline = shared_pipeline()
-    oracle_page(_pipeline.oracle_view, _pipeline.config.dashboard.refresh_ms).servable(
-        title="hedgeflow · oracle"
-    )
+
+if pn.state.served:
+    # `panel serve dashboards/oracle.py`: one pipeline shared by the sessions of this process.
+    from dashboards.session import serve_page
+
+    serve_page(oracle_page, "Oracle")

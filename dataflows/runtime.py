@@ -25,7 +25,7 @@ from dataflows.graph import Graph, build_graph
 from dataflows.logs import log_event
 from dataflows.recorder import CaptureRecorder
 from dataflows.sim import MultiExchangeSimulator, SimConfig
-from dataflows.views import ConnectionView, OracleView
+from dataflows.views import ConnectionView, OracleView, attach_views
 from dataflows.ws_source import WebsocketSource
 from models.oracle import MedianOracle
 from storage.writer import DuckDBWriter
@@ -45,13 +45,21 @@ class Pipeline:
         self.deribit: DeribitChain | None = None
         self.graph: Graph | None = None
         self.hedge = None  # the hedge desk's node (dataflows.hedging.HedgeNode)
-        self.oracle_view = OracleView()
-        self.connection_view = ConnectionView()
+        self.desk_steps = None  # its stream of batches of models.desk.DeskStep
+        self.views: dict[str, object] = {}  # read-only views for dashboards and the API, by name
         self.urls: dict[str, str] = {}
         self.recorder: CaptureRecorder | None = None
         self._source_tasks: list[asyncio.Task] = []
         self._tasks: list[asyncio.Task] = []
         self.started = asyncio.Event()
+
+    @property
+    def oracle_view(self) -> OracleView:
+        return self.views["oracle"]
+
+    @property
+    def connection_view(self) -> ConnectionView:
+        return self.views["connections"]
 
     # ------------------------------------------------------------------ start
     async def _start_simulator(self, exchanges: list[str]) -> dict[str, str]:
@@ -108,7 +116,6 @@ class Pipeline:
             out_of_order=cfg.storage.out_of_order,
             analytics=analytics,
         )
-        self.graph.oracle_prices.sink(self.oracle_view.on_prices)
         if cfg.hedge.enabled:
             from dataflows.hedging import HedgeNode
             from models.desk import HedgeDesk
@@ -118,7 +125,7 @@ class Pipeline:
                 HedgeDesk(hedge.desk_config(), self.clock.now()), run_id="live",
                 funding_exchange=hedge.funding_exchange, pause_file=hedge.pause_file,
                 flatten_file=hedge.flatten_file)
-            self.graph.attach_desk(self.hedge)
+            self.desk_steps = self.graph.attach_desk(self.hedge)
             self.graph.ticks.sink(self.hedge.on_tick)
         if cfg.chain.enabled:
             from dataflows.chain.terminal import build_publisher
@@ -129,7 +136,7 @@ class Pipeline:
         if feeds.record_dir:
             self.recorder = CaptureRecorder(feeds.record_dir, self.clock.now())
             self.graph.raw.sink(self.recorder.on_raw)
-        self.graph.health.sink(self.connection_view.on_event)
+        self.views = attach_views(self)
 
         sources, self.deribit = build_sources(cfg, self.urls, self.graph.adapters, self.clock)
         for source in sources:

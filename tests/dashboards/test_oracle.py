@@ -16,7 +16,7 @@ import panel as pn
 import pytest
 
 from dashboards import oracle as page_mod
-from dashboards.oracle import _card_html, oracle_page
+from dashboards.oracle import _card_html, oracle_view_page as oracle_page
 from dataflows.views import OracleView
 from models.records import OraclePrice
 

@@ -1,9 +1,4 @@
-"""Read-only views of the graph's streams for dashboards and the API.
-
-A view is fed by a sink on one stream and read by any number of sessions: sessions poll it
-(2-10 Hz) instead of each attaching their own sink, so closing a browser tab leaks nothing and
-Bokeh models are only touched from the session's own callbacks.
-"""
+"""Views of the oracle's prices and of the feed connections' health."""
 
 from __future__ import annotations
 
@@ -60,3 +55,15 @@ class ConnectionView:
 
     def rows(self) -> list[dict]:
         return [dict(v) for _, v in sorted(self._state.items())]
+
+
+def attach(pipeline) -> OracleView:
+    view = OracleView()
+    pipeline.graph.oracle_prices.sink(view.on_prices)
+    return view
+
+
+def attach_connections(pipeline) -> ConnectionView:
+    view = ConnectionView()
+    pipeline.graph.health.sink(view.on_event)
+    return view
