@@ -11,15 +11,22 @@ them once per pipeline, into ``pipeline.views`` by name.
 
 from __future__ import annotations
 
+from dataflows.views import alerts, analytics, feeds, hedge
+from dataflows.views.alerts import AlertsView
+from dataflows.views.analytics import AnalyticsView
 from dataflows.views.feeds import ConnectionView, OracleView
-from dataflows.views import feeds
+from dataflows.views.hedge import HedgeView
 
-__all__ = ["ConnectionView", "OracleView", "VIEWS", "attach_views"]
+__all__ = ["AlertsView", "AnalyticsView", "ConnectionView", "HedgeView", "OracleView", "VIEWS",
+           "attach_views"]
 
 # name -> the function that attaches that view to a started pipeline's graph.
 VIEWS = {
     "oracle": feeds.attach,
     "connections": feeds.attach_connections,
+    "alerts": alerts.attach,
+    "analytics": analytics.attach,
+    "hedge": hedge.attach,
 }
 
 

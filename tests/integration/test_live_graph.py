@@ -171,6 +171,26 @@ def test_the_live_hedge_desk_steps_on_the_oracle_and_its_accounts_add_up(clean_r
     assert equity[0] > 0 and equity[1] < 1e-6
 
 
+def test_the_views_saw_what_the_database_stored(clean_run):
+    """The read-only views the dashboards and the API poll hold the run's latest values."""
+    pipeline, _, _, db = clean_run
+    views = pipeline.views
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        last_btc = con.execute("SELECT epoch(max(ts)) FROM oracle_prices WHERE asset = 'BTC'").fetchone()[0]
+        n_alerts = con.execute("SELECT count(*) FROM alerts").fetchone()[0]
+        n_vol = con.execute("SELECT count(*) FROM volatility WHERE asset = 'BTC'").fetchone()[0]
+    finally:
+        con.close()
+    assert abs(views["oracle"].latest()["BTC"].ts - last_btc) < 1e-3
+    assert len(views["alerts"].recent(limit=10_000)) == min(n_alerts, 1000)
+    assert len(views["analytics"].volatility("BTC")) == min(n_vol, 1440)
+    assert views["analytics"].latest_fit("BTC") is not None
+    hedge = views["hedge"]
+    assert hedge.latest is not None and hedge.latest.ts_s == hedge.history[-1][0]
+    assert {row["exchange"] for row in views["connections"].rows()} >= set(EXCHANGES)
+
+
 # ------------------------------------------------------------------ twenty forced disconnects
 
 
