@@ -38,6 +38,8 @@ from models.execution import (
     BPS,
     DERIBIT,
     SECONDS_PER_HOUR,
+    ExecutionOptimizer,
+    ExecutionPlan,
     PaperVenue,
     VenueConfig,
     slippage_bps,
@@ -74,7 +76,15 @@ class DeskConfig:
     """The desk: plan 001's starting book and loan, the engine's, treasury's and gate's configs,
     and the venues (futures on ``futures_venue``, puts on ``options_venue``). ``trading_capital_usd``
     is the cash the desk starts with (None: the loan's principal, i.e. the loan's proceeds fund the
-    hedge's margin and costs)."""
+    hedge's margin and costs).
+
+    ``routing_venues``: more futures venues. With any, every futures order is routed across
+    ``futures_venue`` and them by all-in cost (plan 004's ExecutionOptimizer: price walked on each
+    venue's book, plus its taker fee), split where that is cheaper, and each venue's part fills
+    there; ``max_slippage_bps`` caps how far from the mid a routed order may walk. The position is
+    still one book per instrument kind (margined at the book's leverage, liquidated as a whole,
+    funded at ``futures_venue``'s funding times): the venues' share of it is tracked for exposure
+    and concentration limits."""
 
     asset: str = "BTC"
     initial_state: PositionState = field(default_factory=PositionState)
@@ -84,6 +94,8 @@ class DeskConfig:
     futures_venue: VenueConfig = BINANCE_USDM
     options_venue: VenueConfig = DERIBIT
     trading_capital_usd: float | None = None
+    routing_venues: tuple[VenueConfig, ...] = ()
+    max_slippage_bps: float = math.inf
     maintenance_margin_fraction: float = 0.004
     liquidation_fee_fraction: float = 0.005
     resume_after_stall: bool = False  # backtests: trade again once data flows after the switch
@@ -102,6 +114,14 @@ class DeskConfig:
                              f"at most {1.0 / self.maintenance_margin_fraction:g}x")
         if "perp" not in self.futures_venue.kinds:
             raise ValueError(f"futures_venue {self.futures_venue.name} does not trade perps")
+        names = [v.name for v in (self.futures_venue, *self.routing_venues)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"futures venues must be distinct, got {names}")
+        for venue in self.routing_venues:
+            if "perp" not in venue.kinds:
+                raise ValueError(f"routing venue {venue.name} does not trade perps")
+        if not self.max_slippage_bps > 0.0:
+            raise ValueError(f"max_slippage_bps must be > 0, got {self.max_slippage_bps!r}")
 
 
 class DeskStep(NamedTuple):
@@ -163,6 +183,21 @@ class HedgeDesk:
         self.gate = SafetyGate(safety)
         self.futures = PaperVenue(config.futures_venue)
         self.options = PaperVenue(config.options_venue)
+        # Every futures venue, the main one first; the router when there are several.
+        self.futures_venues = {config.futures_venue.name: self.futures}
+        self.futures_venues.update((v.name, PaperVenue(v)) for v in config.routing_venues)
+        self.router = ExecutionOptimizer((config.futures_venue, *config.routing_venues),
+                                         max_slippage_bps=config.max_slippage_bps) \
+            if config.routing_venues else None
+        self._plans: dict[str, ExecutionPlan] = {}  # this step's routing, by order id
+        # Each venue's share of the futures: (venue, kind) -> signed coins. A starting position
+        # is held on the main venue.
+        start = config.initial_state
+        self.venue_position_coin: dict[tuple[str, str], float] = {}
+        for kind, position in (("perp", start.long_perp_coin - start.short_perp_coin),
+                               ("quarterly", start.quarterly_coin)):
+            if position != 0.0:
+                self.venue_position_coin[(config.futures_venue.name, kind)] = position
         self.treasury = open_treasury(start_ts_s, config.treasury)
         capital = config.treasury.loan.principal_usd if config.trading_capital_usd is None \
             else config.trading_capital_usd
@@ -288,17 +323,37 @@ class HedgeDesk:
             if not (math.isfinite(price) and math.isfinite(mark)):
                 continue
             if (position < 0 and mark >= price) or (position > 0 and mark <= price):
-                quantity = abs(position)
                 self._n_flatten += 1
-                fill = Fill(ts_s=market.ts_s, order_id=f"liquidation-{self._n_flatten}",
-                            asset=self.asset, kind=kind, side="buy" if position < 0 else "sell",
-                            venue=self.config.futures_venue.name, quantity_coin=quantity,
-                            price_usd=price,
-                            fee_usd=self.config.liquidation_fee_fraction * quantity * price,
-                            liquidity="taker")
-                self._apply(fill)
-                fills.append(fill)
+                for venue, held in self._venue_shares(kind, position):
+                    quantity = abs(held)
+                    fill = Fill(ts_s=market.ts_s, order_id=f"liquidation-{self._n_flatten}",
+                                asset=self.asset, kind=kind, side="buy" if held < 0 else "sell",
+                                venue=venue, quantity_coin=quantity, price_usd=price,
+                                fee_usd=self.config.liquidation_fee_fraction * quantity * price,
+                                liquidity="taker")
+                    self._apply(fill)
+                    fills.append(fill)
         return fills
+
+    def _venue_shares(self, kind: str, position: float) -> list[tuple[str, float]]:
+        """Where the ``kind`` position of ``position`` coins is held: (venue, signed coins) that
+        sum to it (what the venue records cannot place is put on the main venue)."""
+        shares = [(venue, q) for (venue, k), q in self.venue_position_coin.items()
+                  if k == kind and q != 0.0 and (q > 0) == (position > 0)]
+        rest = position - math.fsum(q for _, q in shares)
+        if shares and abs(rest) <= 1e-9 * abs(position):
+            # (rounding of the venues' sum: the largest share takes it, so the fills sum exactly)
+            i = max(range(len(shares)), key=lambda j: abs(shares[j][1]))
+            shares[i] = (shares[i][0], shares[i][1] + rest)
+            return shares
+        if not shares:
+            return [(self.config.futures_venue.name, position)]
+        main = self.config.futures_venue.name
+        for i, (venue, q) in enumerate(shares):
+            if venue == main:
+                shares[i] = (venue, q + rest)
+                return shares
+        return shares + [(main, rest)]
 
     def _ltv_orders(self, ts_s: float, market: MarketState, action) -> list[Order]:
         """Plan 001's LTV actions on the futures (reduce-only): in WARNING, every leg is halved
@@ -375,14 +430,21 @@ class HedgeDesk:
         liquidation_usd = self._liquidation_price_usd("perp", s)
         if math.isfinite(liquidation_usd):
             liquidation[self.asset] = liquidation_usd
-        exposure = abs(net) * market.perp_mark_usd if math.isfinite(market.perp_mark_usd) else 0.0
+        mark = market.perp_mark_usd
+        if self.router is None:
+            exposure = {self.config.futures_venue.name: abs(net) * mark if math.isfinite(mark) else 0.0}
+        else:
+            exposure = dict.fromkeys(self.futures_venues, 0.0)
+            if math.isfinite(mark):
+                for (venue, _), q in self.venue_position_coin.items():
+                    exposure[venue] += abs(q) * mark
         return SafetyContext(
             ts_s=market.ts_s, markets=(market,), equity_usd=equity,
             day_start_equity_usd=self._day_start_equity, peak_equity_usd=self._peak_equity,
             day_start_s=self._day_start_s, daily_volume_usd=self._daily_volume_usd,
             positions_coin=positions, liquidation_prices_usd=liquidation,
             open_orders=len(self.engine.pending_order_ids),
-            venue_exposure_usd={self.config.futures_venue.name: exposure},
+            venue_exposure_usd=exposure,
             heartbeat_ts_s=self._heartbeat_s,
         )
 
@@ -395,7 +457,16 @@ class HedgeDesk:
             premium = float(bs_price(market.spot_usd, contract.strike_usd, years,
                                      self.config.hedge.rate_annual, market.implied_vol_annual, False))
             return self.options.execute(order, premium, market.ts_s)
-        return self.futures.execute(order, self._mark_of(order.kind, market), market.ts_s)
+        mark = self._mark_of(order.kind, market)
+        plan = self._plans.pop(order.order_id, None)
+        if plan is None:
+            return self.futures.execute(order, mark, market.ts_s)
+        fills = []
+        for child in plan.children:
+            for fill in self.futures_venues[child.venue].execute(child, mark, market.ts_s):
+                # Fills carry the engine's order id (the venue says where each part went).
+                fills.append(replace(fill, order_id=order.order_id))
+        return fills
 
     def _expected_slippage(self, order: Order, market: MarketState) -> float:
         """A market futures order's slippage against the mid, walked on the venue's depth model
@@ -405,6 +476,12 @@ class HedgeDesk:
         mid = self._mark_of(order.kind, market)
         if not (math.isfinite(mid) and mid > 0.0):
             return math.nan
+        if self.router is not None:
+            plan = self.router.plan(order, dict.fromkeys(self.futures_venues, mid))
+            if plan.unfilled_coin > 0.0 or not plan.children:
+                return math.inf  # the venues together cannot fill it within the limits
+            self._plans[order.order_id] = plan
+            return float(slippage_bps(order.side, plan.expected_price_usd, mid)) * BPS
         prices, sizes = self.config.futures_venue.depth.book(mid).side_for(order.side)
         filled, vwap = walk_book(prices, sizes, order.quantity_coin, order.side)
         if filled < order.quantity_coin:
@@ -419,6 +496,9 @@ class HedgeDesk:
             self.cash_usd -= fill.signed_quantity_coin * fill.price_usd
             self.gross_profit_usd -= fill.signed_quantity_coin * fill.price_usd
         elif fill.kind in ("perp", "quarterly"):
+            key = (fill.venue, fill.kind)
+            self.venue_position_coin[key] = self.venue_position_coin.get(key, 0.0) \
+                + fill.signed_quantity_coin
             # Settle the position held to the fill's price first, then trade at it.
             last = self._futures_mark.get(fill.kind, fill.price_usd)
             pnl = self._futures_position(fill.kind) * (fill.price_usd - last)
@@ -534,6 +614,7 @@ class HedgeDesk:
             self.repaid_from_profits_usd += max(before - self.treasury.loan.outstanding_usd, 0.0)
             events.append(f"profit {distribution.profit_usd:.2f} distributed")
 
+        self._plans.clear()  # (the routing of orders the gate refused)
         self._last_ts = ts
         s = self.engine.state
         position_value = s.spot_coin * market.spot_usd + self._put_value_usd(market, s)

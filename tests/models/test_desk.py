@@ -11,7 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from models.desk import DeskConfig, HedgeDesk
-from models.execution import funding_times
+from models.execution import DepthModel, VenueConfig, funding_times
 from models.hedge import MarketState, PositionState
 
 T0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
@@ -221,3 +221,74 @@ def test_a_leverage_with_no_margin_above_maintenance_is_refused():
 
     with pytest.raises(ValueError, match="leaves no margin above the maintenance margin"):
         replace_leverage(DeskConfig(), 300.0)
+
+
+# --------------------------------------------------------------------------- routing across venues
+
+THIN_A = VenueConfig("thin_a", maker_fee_bps=2.0, taker_fee_bps=5.0, latency_s=0.0,
+                     kinds=("perp", "quarterly"),
+                     depth=DepthModel(half_spread_bps=0.5, level_spacing_bps=2.0, level_notional_usd=4_000.0))
+THIN_B = VenueConfig("thin_b", maker_fee_bps=1.0, taker_fee_bps=4.0, latency_s=0.0,
+                     kinds=("perp", "quarterly"),
+                     depth=DepthModel(half_spread_bps=0.5, level_spacing_bps=2.0, level_notional_usd=4_000.0))
+
+
+def _routed_desk(**kwargs) -> HedgeDesk:
+    return HedgeDesk(DeskConfig(futures_venue=THIN_A, routing_venues=(THIN_B,), **kwargs), T0)
+
+
+def test_a_routed_order_splits_across_thin_venues_and_costs_less_than_one_venue():
+    routed, steps = run(np.full(3, SPOT), desk=_routed_desk())
+    single, single_steps = run(np.full(3, SPOT), desk=HedgeDesk(DeskConfig(futures_venue=THIN_A), T0))
+    first = next(st for st in steps if st.fills)
+    order = first.approved[0]
+    fills = [f for f in first.fills if f.order_id == order.order_id]
+    assert {f.venue for f in fills} == {"thin_a", "thin_b"}  # too deep for either book alone
+    assert math.fsum(f.quantity_coin for f in fills) == pytest.approx(order.quantity_coin, rel=1e-12)
+    for f in fills:
+        taker = {"thin_a": THIN_A, "thin_b": THIN_B}[f.venue].taker_fee_bps
+        assert f.fee_usd == pytest.approx(taker * 1e-4 * f.quantity_coin * f.price_usd, rel=1e-9)
+    # The same order on thin_a alone walks deeper into its book: it pays more, all in.
+    single_fills = next(st.fills for st in single_steps if st.fills)
+    assert single_fills[0].quantity_coin == pytest.approx(order.quantity_coin)
+
+    def all_in_usd(fs):  # a sell: what it receives, net of fees (more is better)
+        return math.fsum(f.quantity_coin * f.price_usd - f.fee_usd for f in fs)
+
+    assert all_in_usd(fills) > all_in_usd(single_fills)
+    # Each venue's share of the position adds up to the book's position.
+    perp = {v: q for (v, k), q in routed.venue_position_coin.items() if k == "perp"}
+    assert set(perp) == {"thin_a", "thin_b"}
+    assert math.fsum(perp.values()) == pytest.approx(routed.state.perp_net_coin, abs=1e-12)
+
+
+def test_the_gate_sees_each_venues_exposure():
+    desk, steps = run(np.full(3, SPOT), desk=_routed_desk())
+    market = MarketState(T0 + 240.0, "BTC", SPOT, SPOT, vol_24h_annual=VOL)
+    exposure = desk._context(market).venue_exposure_usd
+    shares = {v: abs(q) * SPOT for (v, k), q in desk.venue_position_coin.items()}
+    assert dict(exposure) == pytest.approx(shares)
+    assert math.fsum(exposure.values()) == pytest.approx(abs(desk.state.perp_net_coin) * SPOT)
+
+
+def test_a_liquidation_closes_every_venues_share():
+    desk, _ = run(np.full(3, SPOT), desk=_routed_desk())
+    short = desk.state.short_perp_coin
+    assert short > 0.0
+    price = desk._liquidation_price_usd("perp", desk.state)
+    st = desk.step(MarketState(T0 + 600.0, "BTC", price * 1.01, price * 1.01, vol_24h_annual=VOL))
+    liquidations = [f for f in st.fills if f.order_id.startswith("liquidation")]
+    assert {f.venue for f in liquidations} == {"thin_a", "thin_b"}
+    assert math.fsum(f.quantity_coin for f in liquidations) == pytest.approx(short, rel=1e-12)
+    assert all(f.side == "buy" and f.price_usd == price for f in liquidations)
+    assert all(abs(q) < 1e-12 for q in desk.venue_position_coin.values())
+
+
+def test_routing_venues_must_be_distinct_futures_venues():
+    with pytest.raises(ValueError, match="distinct"):
+        DeskConfig(futures_venue=THIN_A, routing_venues=(THIN_A,))
+    spot_only = VenueConfig("spot_only", 1.0, 1.0, 0.0, kinds=("spot",), leverage=1.0)
+    with pytest.raises(ValueError, match="does not trade perps"):
+        DeskConfig(routing_venues=(spot_only,))
+    with pytest.raises(ValueError, match="max_slippage_bps"):
+        DeskConfig(max_slippage_bps=0.0)
