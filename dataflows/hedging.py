@@ -14,7 +14,9 @@ The oracle price is the spot; the perpetual's mark and funding rate come from th
 perpetual feed (a backtest of the perpetual's own prices) the mark is the spot; once a feed has
 been seen, a mark older than ``MARK_MAX_AGE_S`` (a funding rate older than ``FUNDING_MAX_AGE_S``,
 an implied vol older than ``IV_MAX_AGE_S``) is unknown. An oracle price that is not "ok" reaches
-the desk as an unknown (NaN) spot. Unknown inputs make the engine and the gate refuse to trade:
+the desk as an unknown (NaN) spot, once the desk has started: it starts at the first "ok" price
+(before it, at a run's start, the oracle has not heard enough sources yet, which is not an
+anomaly to trip the oracle breaker on). Unknown inputs make the engine and the gate refuse to trade:
 they never guess.
 """
 
@@ -80,6 +82,7 @@ class HedgeNode:
                     and not np.isnan(times).any() and bool(np.all(times[1:] >= times[:-1]))):
                 self._funding_lists = (times.tolist(), rates.tolist())
         self._vol_queue: deque[tuple[float, float]] = deque()
+        self.started = False  # set by the first "ok" oracle price of the asset
 
     def on_volatility(self, estimates) -> None:
         """Estimates are kept by their bar's end until a price at or after it is stepped: a batch
@@ -155,6 +158,9 @@ class HedgeNode:
             if p.asset != asset or ts < desk._last_ts:
                 continue
             ok = p.status == "ok" and math.isfinite(p.price_usd)
+            if not ok and not self.started:
+                continue
+            self.started = True
             spot = p.price_usd if ok else math.nan
             if self._mark_ts == -math.inf:
                 mark = spot  # no perpetual feed (a backtest of the perpetual's own prices)

@@ -554,7 +554,9 @@ class ChainPublisher:
             self.pause(f"pause file {path}")
             try:
                 with open(path, encoding="utf-8", errors="replace") as fh:
-                    on_chain = "chain" in fh.read(4096).lower()
+                    # Its first line says "on-chain" for `hedgeflow pause --on-chain` ("off-chain"
+                    # otherwise): only that also pauses the Oracle contract.
+                    on_chain = fh.readline(4096).strip().lower() == "on-chain"
             except OSError:
                 on_chain = False
             if on_chain and not self.chain_paused:

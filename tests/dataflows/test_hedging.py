@@ -48,8 +48,21 @@ def test_the_node_steps_the_desk_on_every_ok_price_and_hedges_once_volatility_is
 def test_a_price_that_is_not_ok_is_an_unknown_price_and_trades_nothing():
     n = node()
     n.on_volatility([ready_vol(T0)])
+    n.on_prices([price(T0 + 30.0)])
     (st,) = n.on_prices([price(T0 + 60.0, status="degraded")])
     assert st.fills == () and math.isnan(st.spot_usd)
+
+
+def test_the_desk_starts_at_the_first_ok_price_and_no_breaker_trips_before_it():
+    # At a run's start the oracle publishes "degraded" until it has heard enough sources: that is
+    # no market yet, not an oracle anomaly.
+    n = node()
+    n.on_volatility([ready_vol(T0)])
+    assert n.on_prices([price(T0 + 1.0, math.nan, status="degraded")]) == []
+    assert not n.started
+    (st,) = n.on_prices([price(T0 + 2.0)])
+    assert n.started and st.spot_usd == SPOT and st.alerts == ()
+    assert all(b.state == "closed" for b in n.desk.gate.breaker_states().values())
 
 
 def test_volatility_from_a_later_bar_is_not_seen_by_an_earlier_price():

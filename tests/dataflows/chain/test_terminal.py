@@ -267,6 +267,11 @@ def test_pause_file(backend, make, tmp_path, settings):
     assert not pub.paused and not backend.oracle.functions.paused().call()
     pub.on_prices([px("BTC", t0 + 2, 60_000.0)])
     assert onchain(backend)[1] == to_micro(60_000)
+    # `hedgeflow pause` without --on-chain writes "off-chain": the publisher stops, the contract
+    # is left running.
+    flag.write_text("off-chain\n")
+    pub.on_tick(t0 + 3)
+    assert pub.paused and not backend.oracle.functions.paused().call()
 
 
 # ----------------------------------------------------------------------------- retries
