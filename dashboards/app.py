@@ -16,7 +16,12 @@ from typing import Callable, NamedTuple
 
 import panel as pn
 
+from dashboards.admin import admin_page
+from dashboards.hedge import hedge_page
+from dashboards.archive import archive_page
 from dashboards.oracle import oracle_page
+from dashboards.volatility import volatility_page
+from dashboards.premium import premium_page
 
 
 class Page(NamedTuple):
@@ -27,6 +32,11 @@ class Page(NamedTuple):
 # URL path -> page, in the order of the index.
 PAGES: dict[str, Page] = {
     "oracle": Page("Oracle", oracle_page),
+    "volatility": Page("Volatility", volatility_page),
+    "premium": Page("Premium calculator", premium_page),
+    "hedge": Page("Hedge book", hedge_page),
+    "archive": Page("Archive health", archive_page),
+    "admin": Page("Safety and admin", admin_page),
 }
 
 

@@ -41,7 +41,8 @@ def _card_html(p) -> str:
     return (
         f'<div class="oracle-card" data-asset="{html.escape(p.asset)}">'
         f'<div style="font-size:1.1em;color:#555">{html.escape(p.asset)} / USD</div>'
-        f'<div class="oracle-price" data-asset="{html.escape(p.asset)}" '
+        # data-ts: the price's epoch seconds, for tick-to-screen timing (benchmarks/bench_dashboards.py)
+        f'<div class="oracle-price" data-asset="{html.escape(p.asset)}" data-ts="{p.ts:.3f}" '
         f'style="font-size:2.2em;font-weight:600">${_fmt_price(p.price_usd)}</div>'
         f'<div>± {_fmt_price(p.confidence_usd)} USD · {p.n_sources} source(s) · '
         f'<span class="oracle-status" style="color:{colour};font-weight:600">'

@@ -106,7 +106,7 @@ def fit_chains(snapshots: list[ChainSnapshot], method: str, min_options: int) ->
     return [fit_chain(s, method, min_options) for s in snapshots]
 
 
-class _PeriodicJob:
+class PeriodicJob:
     """Heavy work started at most every ``interval_s`` of clock time, at most one piece in flight:
     a start that finds one running is skipped and counted, never queued (its input would be stale
     by the time it ran). The result goes to ``emit`` on the loop, unless the job was closed
@@ -150,7 +150,7 @@ class _PeriodicJob:
         self.closed = True
 
 
-class Refitter(_PeriodicJob):
+class Refitter(PeriodicJob):
     """Keeps the option book and refits each asset's surface every ``interval_s`` of clock time.
 
     ``on_tickers(batch)`` updates the book; ``on_tick(now)`` starts a refit when one is due and
@@ -212,6 +212,21 @@ def expiry_at(now_s: float, days: float) -> float:
 MAX_REFERENCE_VOL_ANNUAL = 5.0
 
 
+def surface_pricing_inputs(fit, chain_spot_usd: float, expiry_years: float,
+                           realized_vol_annual: float | None, premium_config):
+    """How every protection price (the graph's grid, ``hedgeflow quote``, the API, the premium
+    page) is set up on a fitted surface at ``expiry_years``: the premium config carrying the
+    chain's forward over its own index ``chain_spot_usd`` (``PremiumConfig.with_forward``), and
+    the reference volatility: ``realized_vol_annual`` (the asset's ready 24 h realized vol) when
+    it is in (0, 500 %], else the surface's ATM vol at the expiry. Returns ``(config,
+    reference_vol_annual, reference_source)``, the source "realized 24h" or "surface ATM"."""
+    config = premium_config.with_forward(chain_spot_usd, float(fit.forward(expiry_years)),
+                                         expiry_years)
+    if realized_vol_annual is not None and 0.0 < realized_vol_annual <= MAX_REFERENCE_VOL_ANNUAL:
+        return config, float(realized_vol_annual), "realized 24h"
+    return config, float(fit.atm_vol(expiry_years)), "surface ATM"
+
+
 class PremiumNode:
     """Prices the protection grid off each new surface: every tier of ``config`` (models.premium)
     × every expiry in ``expiry_days``, on ``amount_coin``. Each expiry is priced on the surface's
@@ -253,18 +268,16 @@ class PremiumNode:
         for days in self.expiry_days:
             expiry_utc = expiry_at(outcome.ts, days)
             years = (expiry_utc - outcome.ts) / SECONDS_PER_YEAR
-            config = self.config.with_forward(spot, float(fit.forward(years)), years)
-            reference = self.reference_vol.get(outcome.asset)
-            if reference is None:
-                reference = float(fit.atm_vol(years))
+            config, reference, _ = surface_pricing_inputs(
+                fit, spot, years, self.reference_vol.get(outcome.asset), self.config)
             for tier, quote in price_tiers(fit, spot, years, self.amount_coin, reference,
                                            config=config).items():
-                quotes.append(_quote_record(outcome.asset, outcome.ts, tier, expiry_utc,
+                quotes.append(quote_record(outcome.asset, outcome.ts, tier, expiry_utc,
                                             self.amount_coin, spot, reference, quote))
         return quotes
 
 
-def _quote_record(asset, ts, tier, expiry_utc, amount_coin, spot, reference, q) -> PremiumQuoteRecord:
+def quote_record(asset, ts, tier, expiry_utc, amount_coin, spot, reference, q) -> PremiumQuoteRecord:
     f = lambda x: float(np.asarray(x))  # noqa: E731 - scalars out of 0-d arrays
     return PremiumQuoteRecord(
         asset=asset, ts=ts, tier=tier, strike_usd=f(q.strike_usd), expiry_utc=expiry_utc,
@@ -280,38 +293,47 @@ def _quote_record(asset, ts, tier, expiry_utc, amount_coin, spot, reference, q) 
 # --------------------------------------------------------------------------- policy risk
 
 
-def simulate_policy_risks(quotes: list[PremiumQuoteRecord], premium_config, n_paths: int,
-                          confidence: float, seed) -> list[PolicyRiskRecord]:
-    """The seller's Monte Carlo view of each quote (runs in a worker: top-level and picklable; one
-    task for a whole batch of quotes, as dask wants). Risk-neutral Merton paths from spot to the
-    quote's forward (drift = its carry) with the premium calculator's jumps and, as it prices, the
-    diffusion vol that leaves the total variance at the quote's strike vol
-    (``models.premium.diffusion_vol_annual``): the expected payoff at expiry is then the fair value
-    grown at the carry, and premium minus the fair value the margin the seller keeps on average. Daily steps to
-    expiry, so "touch" is daily monitoring. Each quote draws from a seed made of ``seed`` (a list
-    of non-negative ints) and the quote's asset, tier, expiry and strike: the result does not
-    depend on the batch's order."""
+def simulate_quote_outcome(quote: PremiumQuoteRecord, premium_config, n_paths: int,
+                           confidence: float, seed):
+    """The seller's Monte Carlo view of one quote (``models.scenarios.PolicyOutcome``, the whole
+    distribution), or None for a quote with nothing to simulate (expired, no vol, negative
+    premium). Risk-neutral Merton paths from spot to the quote's forward (drift = its carry) with
+    the premium calculator's jumps and, as it prices, the diffusion vol that leaves the total
+    variance at the quote's strike vol (``models.premium.diffusion_vol_annual``): the expected
+    payoff at expiry is then the fair value grown at the carry, and premium minus the fair value
+    the margin the seller keeps on average. Daily steps to expiry, so "touch" is daily
+    monitoring. The paths draw from a seed made of ``seed`` (a list of non-negative ints) and the
+    quote's asset, tier, expiry and strike: a quote gets the same paths wherever it is simulated."""
     from models.premium import diffusion_vol_annual
     from models.scenarios import MertonModel, PutPolicy, simulate_paths, simulate_policy_outcome
 
+    years = (quote.expiry_utc - quote.ts) / SECONDS_PER_YEAR
+    if not (years > 0.0 and quote.vol_strike_annual > 0.0 and quote.premium_usd >= 0.0):
+        return None
     jumps = premium_config.jumps
+    child = np.random.SeedSequence([*seed, zlib.crc32(f"{quote.asset}/{quote.tier}".encode()),
+                                    int(quote.expiry_utc), int(round(quote.strike_usd * 100))])
+    n_steps = max(1, math.ceil(years * 365.0))
+    vol = float(diffusion_vol_annual(quote.vol_strike_annual, jumps, mode=premium_config.jump_mode,
+                                     min_diffusion_fraction=premium_config.min_diffusion_fraction))
+    carry = math.log(quote.forward_usd / quote.spot_usd) / years
+    model = MertonModel(vol_annual=vol, jumps=jumps, drift_annual=carry)
+    paths = simulate_paths(model, quote.spot_usd, years, n_steps, n_paths, np.random.default_rng(child))
+    policy = PutPolicy(amount_coin=quote.amount_coin, strike_usd=quote.strike_usd,
+                       expiry_years=years, premium_usd=quote.premium_usd)
+    return simulate_policy_outcome(policy, paths, confidence=confidence)
+
+
+def simulate_policy_risks(quotes: list[PremiumQuoteRecord], premium_config, n_paths: int,
+                          confidence: float, seed) -> list[PolicyRiskRecord]:
+    """``simulate_quote_outcome``'s summary of each quote, as the ``policy_risk`` rows (runs in a
+    worker: top-level and picklable; one task for a whole batch of quotes, as dask wants; the
+    result does not depend on the batch's order)."""
     records = []
     for quote in quotes:
-        child = np.random.SeedSequence([*seed, zlib.crc32(f"{quote.asset}/{quote.tier}".encode()),
-                                        int(quote.expiry_utc), int(round(quote.strike_usd * 100))])
-        years = (quote.expiry_utc - quote.ts) / SECONDS_PER_YEAR
-        if not (years > 0.0 and quote.vol_strike_annual > 0.0 and quote.premium_usd >= 0.0):
+        outcome = simulate_quote_outcome(quote, premium_config, n_paths, confidence, seed)
+        if outcome is None:
             continue
-        n_steps = max(1, math.ceil(years * 365.0))
-        vol = float(diffusion_vol_annual(quote.vol_strike_annual, jumps, mode=premium_config.jump_mode,
-                                         min_diffusion_fraction=premium_config.min_diffusion_fraction))
-        carry = math.log(quote.forward_usd / quote.spot_usd) / years
-        model = MertonModel(vol_annual=vol, jumps=jumps, drift_annual=carry)
-        paths = simulate_paths(model, quote.spot_usd,
-                               years, n_steps, n_paths, np.random.default_rng(child))
-        policy = PutPolicy(amount_coin=quote.amount_coin, strike_usd=quote.strike_usd,
-                           expiry_years=years, premium_usd=quote.premium_usd)
-        outcome = simulate_policy_outcome(policy, paths, confidence=confidence)
         records.append(PolicyRiskRecord(
             asset=quote.asset, ts=quote.ts, tier=quote.tier, strike_usd=quote.strike_usd,
             expiry_utc=quote.expiry_utc, amount_coin=quote.amount_coin, spot_usd=quote.spot_usd,
@@ -326,7 +348,7 @@ def simulate_policy_risks(quotes: list[PremiumQuoteRecord], premium_config, n_pa
     return records
 
 
-class PolicyRiskNode(_PeriodicJob):
+class PolicyRiskNode(PeriodicJob):
     """Simulates the newest premium quotes at most every ``interval_s`` of clock time, in the
     worker (a dask cluster when configured): one task per batch of quotes, at most one in flight.
     Results go to ``emit(list[PolicyRiskRecord])``."""
@@ -511,14 +533,11 @@ def quote_protection(con, *, asset: str, strike_usd: float, expiry_utc: float, a
         else:
             spot, spot_source = snapshot.spot_usd, "option index"
     years = (expiry_utc - now) / SECONDS_PER_YEAR
-    reference = latest_volatility(con, asset, now)
-    reference_source = "realized 24h"
-    if reference is None or not 0.0 < reference <= MAX_REFERENCE_VOL_ANNUAL:
-        reference, reference_source = float(outcome.fit.atm_vol(years)), "surface ATM"
     try:
         # The carry of the chain's forward over its own index, applied to this spot.
-        premium_config = config.premium_config().with_forward(
-            snapshot.spot_usd, float(outcome.fit.forward(years)), years)
+        premium_config, reference, reference_source = surface_pricing_inputs(
+            outcome.fit, snapshot.spot_usd, years, latest_volatility(con, asset, now),
+            config.premium_config())
         quote = quote_from_surface(outcome.fit, spot, strike_usd, years, amount_coin, reference,
                                    config=premium_config)
     except ValueError as exc:

@@ -14,6 +14,7 @@
     hedgeflow calibrate-jumps --data FILE                  Merton jump parameters from a price history
     hedgeflow backtest --data FILE... --db PATH [--funding FILE]   the hedge desk on history, KPIs as JSON
     hedgeflow config                                       the effective configuration
+    hedgeflow report --list | NAME --out FILE.html [--param K=V]... [--pdf]   a notebook report
 
 Configuration comes from ``--config FILE`` (or ``$HEDGEFLOW_CONFIG``, or ``./hedgeflow.toml`` when
 present), then ``HEDGEFLOW_<SECTION>__<KEY>`` variables, then the flags. A user's mistake (a bad
@@ -79,6 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         {
             "storage.db_path": args.db or os.environ.get("HEDGEFLOW_DB"),
             "dashboard.port": args.port,
+            "api.port": args.api_port,
             "dashboard.host": args.host,
             "dashboard.enabled": False if args.no_dashboard else None,
             "simulator.faults": args.faults,
@@ -111,6 +113,9 @@ async def _run(cfg: Config, duration_s: float | None) -> dict:
                 f"{cfg.simulator.port}: {exc.strerror or exc}. Set another port with "
                 "HEDGEFLOW_SIMULATOR__PORT (0 picks a free one)"
             ) from None
+        if pipeline.api is not None:
+            print(f"hedgeflow: API on {pipeline.api.url}/api, metrics on {pipeline.api.url}/metrics",
+                  file=sys.stderr, flush=True)
         if cfg.dashboard.enabled:
             from dashboards.app import serve_dashboards
 
@@ -575,6 +580,23 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from dataflows.reports import format_report_list, run_report
+
+    if args.list:
+        print(format_report_list())
+        return 0
+    if not args.name or not args.out:
+        raise HedgeflowError("give a report and an output file: hedgeflow report NAME --out "
+                             "FILE.html (see `hedgeflow report --list` for the names)")
+    done = run_report(args.name, args.out, args.param, pdf=args.pdf)
+    print(json.dumps({"report": args.name, "html": str(done.html_path),
+                      "pdf": str(done.pdf_path) if done.pdf_path else None,
+                      "params": done.params, "cells": done.n_cells,
+                      "seconds": round(done.elapsed_s, 1)}, indent=2, default=str))
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     print(json.dumps(_config(args, {}).to_dict(), indent=2, sort_keys=True))
     return 0
@@ -600,6 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, help="dashboard port (default 5006)")
     run.add_argument("--host", help="dashboard address (default 127.0.0.1)")
     run.add_argument("--no-dashboard", action="store_true", help="run without the Panel server")
+    run.add_argument("--api-port", type=int,
+                     help="port of the HTTP/WebSocket API and /metrics (default 5007; 0 picks a free one)")
     run.add_argument("--record", metavar="DIR",
                      help="also write every message received to DIR, for hedgeflow replay")
     run.add_argument("--faults", metavar="SPEC", help="faults for the embedded simulator: " + FAULTS_HELP)
@@ -723,6 +747,16 @@ def build_parser() -> argparse.ArgumentParser:
                           help="run a sweep's backtests on the dask scheduler at ADDRESS "
                                "(default: a process per core)")
     backtest.set_defaults(func=cmd_backtest)
+
+    report = sub.add_parser("report", parents=[common],
+                            help="execute a report notebook and export it to HTML (and PDF)")
+    report.add_argument("name", nargs="?", metavar="NAME", help="the report (see --list)")
+    report.add_argument("--list", action="store_true", help="name the reports and their parameters")
+    report.add_argument("--out", metavar="FILE.html", help="the HTML file to write")
+    report.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="set a notebook parameter (repeatable)")
+    report.add_argument("--pdf", action="store_true", help="also print FILE.pdf with Chromium")
+    report.set_defaults(func=cmd_report)
 
     config = sub.add_parser("config", parents=[common], help="print the effective configuration")
     config.set_defaults(func=cmd_config)

@@ -47,7 +47,9 @@ from typing import Any, ClassVar
 from models.errors import HedgeflowError
 
 __all__ = [
+    "AdminConfig",
     "AnalyticsConfig",
+    "ApiConfig",
     "ChainConfig",
     "HedgeSectionConfig",
     "Config",
@@ -68,7 +70,8 @@ ENV_PREFIX = "HEDGEFLOW_"
 
 # Read by the command line directly (database path, config file path), not settings of a section.
 _ENV_IGNORED = frozenset(
-    {"HEDGEFLOW_DB", "HEDGEFLOW_CONFIG", "HEDGEFLOW_CHAIN_KEY", "HEDGEFLOW_CHAIN_KEY_PASSWORD"}
+    {"HEDGEFLOW_DB", "HEDGEFLOW_CONFIG", "HEDGEFLOW_CHAIN_KEY", "HEDGEFLOW_CHAIN_KEY_PASSWORD",
+     "HEDGEFLOW_API__TOKEN"}  # a secret: read by dataflows.api, never part of the printed config
 )
 
 _TRUE_WORDS = frozenset({"true", "1", "yes"})
@@ -660,7 +663,9 @@ class HedgeSectionConfig(_Section):
     from ``funding_exchange``'s feed. The dead man's switch fires after ``heartbeat_timeout_s``
     without an "ok" oracle price. While ``pause_file`` exists trading is paused (reducing orders
     still pass); creating ``flatten_file`` closes the futures once (``hedgeflow pause --trading``,
-    ``resume --trading``, ``flatten``: only someone who may write the data folder can)."""
+    ``resume --trading``, ``flatten``: only someone who may write the data folder can).
+    ``routing_venues`` names more paper futures venues (``bybit``, ``deribit``) the desk routes
+    each futures order across with the main one, by all-in cost (models.execution)."""
 
     SECTION: ClassVar[str] = "hedge"
 
@@ -675,12 +680,20 @@ class HedgeSectionConfig(_Section):
     heartbeat_timeout_s: float = 3_600.0
     pause_file: str = "data/trading.pause"
     flatten_file: str = "data/trading.flatten"
+    routing_venues: list[str] = field(default_factory=list)
 
     def _validate(self) -> None:
         self._require_positive("spot_coin", "leverage", "loan_principal_usd", "heartbeat_timeout_s")
         self._require_non_negative("loan_apr", "reserve_usd")
         if not self.asset:
             self._fail("asset", "must name a coin (BTC)")
+        from models.execution import DEFAULT_VENUES
+
+        futures = [v.name for v in DEFAULT_VENUES if "perp" in v.kinds and v.name != "binance_usdm"]
+        unknown = [v for v in self.routing_venues if v not in futures]
+        if unknown or len(set(self.routing_venues)) != len(self.routing_venues):
+            self._fail("routing_venues", f"must be distinct names among {futures}, got "
+                       f"{self.routing_venues}")
         try:
             self.desk_config()
         except ValueError as exc:
@@ -689,6 +702,7 @@ class HedgeSectionConfig(_Section):
     def desk_config(self):
         """The desk's config (models.desk.DeskConfig) from this section."""
         from models.desk import DESK_SAFETY, DeskConfig
+        from models.execution import DEFAULT_VENUES
         from models.hedge import PositionState
         from models.loan import LoanConfig, ReserveConfig, TreasuryConfig
 
@@ -702,7 +716,43 @@ class HedgeSectionConfig(_Section):
                                       first_tranche_usd=0.3 * self.reserve_usd,
                                       second_tranche_usd=0.5 * self.reserve_usd)),
             safety=dataclasses.replace(DESK_SAFETY, heartbeat_timeout_s=self.heartbeat_timeout_s),
+            routing_venues=tuple(v for v in DEFAULT_VENUES if v.name in self.routing_venues),
         )
+
+
+@dataclass(frozen=True)
+class ApiConfig(_Section):
+    """``[api]``: the HTTP JSON endpoints, the WebSocket stream and the Prometheus ``/metrics``
+    of ``hedgeflow run`` (dataflows/api.py, docs/api.md), on ``host``:``port`` (0 picks a free
+    port). The WebSocket's token comes from HEDGEFLOW_API__TOKEN or the file ``token_file``
+    (never from this file); with neither, the WebSocket refuses every client. Each WebSocket
+    client has a queue of ``client_queue_size`` messages; a client that lets it fill is dropped."""
+
+    SECTION: ClassVar[str] = "api"
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 5007
+    token_file: str = ""
+    client_queue_size: int = 256
+
+    def _validate(self) -> None:
+        self._require_non_empty("host")
+        self._require_port("port")
+        if self.client_queue_size < 1:
+            self._fail("client_queue_size", f"must be >= 1 message, got {self.client_queue_size!r}")
+
+
+@dataclass(frozen=True)
+class AdminConfig(_Section):
+    """``[admin]``: who may act on the Safety and admin page (dashboards/admin.py). ``users_file``
+    is a TOML or JSON file of user names and their PBKDF2-SHA256 password hashes, written by
+    ``python -m dataflows.admin_users add NAME --file PATH`` (never by hand, never in this file);
+    "" means no users: the page shows the state but every action is disabled."""
+
+    SECTION: ClassVar[str] = "admin"
+
+    users_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -722,6 +772,8 @@ class Config:
     chain: ChainConfig = field(default_factory=ChainConfig)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     hedge: HedgeSectionConfig = field(default_factory=HedgeSectionConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """``{section: {key: value}}`` of plain Python values (lists copied), e.g. for printing."""

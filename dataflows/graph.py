@@ -96,7 +96,9 @@ class Graph:
     premium_quotes: Stream | None = None
     policy_risk: Stream | None = None
     alerts: Stream | None = None  # every alert: the oracle's and the analytics'
-    _closing: Stream = field(default_factory=lambda: Stream(stream_name="closing"))
+    # Emits the clock time once as the graph closes, before the database does: nodes that buffer
+    # rows write them then, and readers of the database let go of it.
+    closing: Stream = field(default_factory=lambda: Stream(stream_name="closing"))
 
     def attach_chain(self, publisher) -> None:
         """The chain terminal: oracle prices to the Oracle contract (dataflows/chain/terminal.py),
@@ -138,7 +140,7 @@ class Graph:
 
         Stream.union(steps.map(write, stream_name="desk records"),
                      self.ticks.map(lambda _: write([], force=True)),
-                     self._closing.map(lambda _: write([], force=True)),
+                     self.closing.map(lambda _: write([], force=True)),
                      ).flatten().connect(self.commits)
         return steps
 
@@ -164,7 +166,7 @@ class Graph:
         if self.publisher is not None:
             # Before the database closes: the publisher records its submissions there.
             self.publisher.close(close_store=True)
-        self._closing.emit(now)  # nodes that buffer rows write them now
+        self.closing.emit(now)  # nodes that buffer rows write them now
         open_gaps = self.connection_gaps.close(now) + self.silence.close(now)
         if open_gaps:
             self.gaps.emit(open_gaps)

@@ -47,6 +47,7 @@ class Pipeline:
         self.hedge = None  # the hedge desk's node (dataflows.hedging.HedgeNode)
         self.desk_steps = None  # its stream of batches of models.desk.DeskStep
         self.views: dict[str, object] = {}  # read-only views for dashboards and the API, by name
+        self.api = None  # dataflows.api.ApiServer when [api].enabled
         self.urls: dict[str, str] = {}
         self.recorder: CaptureRecorder | None = None
         self._source_tasks: list[asyncio.Task] = []
@@ -137,6 +138,11 @@ class Pipeline:
             self.recorder = CaptureRecorder(feeds.record_dir, self.clock.now())
             self.graph.raw.sink(self.recorder.on_raw)
         self.views = attach_views(self)
+        if cfg.api.enabled:
+            from dataflows.api import ApiServer
+
+            self.api = ApiServer(self)
+            await self.api.start()  # a port in use is a HedgeflowError saying what to change
 
         sources, self.deribit = build_sources(cfg, self.urls, self.graph.adapters, self.clock)
         for source in sources:
@@ -196,6 +202,9 @@ class Pipeline:
         await self.stop_sources()
         if self.simulator is not None:
             await self.simulator.stop()
+        if self.api is not None:
+            await self.api.stop()  # before the graph closes: no message is published after
+            self.api = None
         counts = {}
         if self.recorder is not None:
             self.recorder.close()

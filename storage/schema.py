@@ -313,6 +313,16 @@ TABLES: dict[str, str] = {
             missing      BIGINT,
             detail       VARCHAR NOT NULL
         )""",
+    # Every operator action of the admin page, and every refused attempt (storage/audit.py).
+    "audit": """
+        CREATE TABLE IF NOT EXISTS audit (
+            ts        TIMESTAMPTZ NOT NULL,
+            "user"    VARCHAR NOT NULL,   -- the logged-in user ("" when nobody was)
+            action    VARCHAR NOT NULL,   -- login, pause_trading, reset_breaker, approve, ...
+            target    VARCHAR NOT NULL,   -- what it acted on (a breaker, a parameter, ...)
+            detail    VARCHAR NOT NULL,
+            outcome   VARCHAR NOT NULL    -- ok, refused, failed, noop, applied, deferred
+        )""",
 }
 
 

@@ -16,6 +16,8 @@ from dataflows.views.alerts import AlertsView
 from dataflows.views.analytics import AnalyticsView
 from dataflows.views.feeds import ConnectionView, OracleView
 from dataflows.views.hedge import HedgeView
+from dataflows.views import options
+from dataflows.views import ingest
 
 __all__ = ["AlertsView", "AnalyticsView", "ConnectionView", "HedgeView", "OracleView", "VIEWS",
            "attach_views"]
@@ -27,6 +29,8 @@ VIEWS = {
     "alerts": alerts.attach,
     "analytics": analytics.attach,
     "hedge": hedge.attach,
+    "options": options.attach,
+    "ingest": ingest.attach,
 }
 
 

@@ -7,6 +7,7 @@ binary is missing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -84,14 +85,16 @@ class HedgeflowRun:
         return self.stderr_path.read_text(errors="replace")
 
 
-@pytest.fixture(scope="module")
-def hedgeflow_run(tmp_path_factory):
-    """``hedgeflow run`` with its simulator on a free port and the dashboards on another."""
-    tmp = tmp_path_factory.mktemp("hedgeflow-run")
+@contextlib.contextmanager
+def _hedgeflow_run(tmp: Path, extra_env: dict[str, str] | None = None):
+    """``hedgeflow run`` in ``tmp`` (its working directory) with ``extra_env`` added, stopped with
+    SIGINT on exit."""
     port = free_port()
     env = dict(os.environ)
     env.pop("HEDGEFLOW_CONFIG", None)  # the defaults, whatever the caller's shell has set
     env["HEDGEFLOW_SIMULATOR__PORT"] = "0"
+    env["HEDGEFLOW_API__PORT"] = "0"  # the API server picks a free port too
+    env.update(extra_env or {})
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     stdout_path, stderr_path = tmp / "stdout.txt", tmp / "stderr.txt"
     db_path = tmp / "run.duckdb"
@@ -122,6 +125,26 @@ def hedgeflow_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def hedgeflow_run(tmp_path_factory):
+    """``hedgeflow run`` with its simulator on a free port and the dashboards on another."""
+    with _hedgeflow_run(tmp_path_factory.mktemp("hedgeflow-run")) as run:
+        yield run
+
+
+@pytest.fixture(scope="module")
+def hedgeflow_run_factory(tmp_path_factory):
+    """``start(extra_env=None, tmp=None) -> HedgeflowRun``: ``hedgeflow run`` with more
+    environment (``HEDGEFLOW_ADMIN__USERS_FILE``, ...), in ``tmp`` (a fresh directory by default);
+    every run started is stopped at the end of the module."""
+    with contextlib.ExitStack() as stack:
+        def start(extra_env: dict[str, str] | None = None, tmp: Path | None = None) -> HedgeflowRun:
+            tmp = tmp or tmp_path_factory.mktemp("hedgeflow-run")
+            return stack.enter_context(_hedgeflow_run(tmp, extra_env))
+
+        yield start
+
+
+@pytest.fixture(scope="module")
 def chromium():
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (make chromium)")
@@ -135,3 +158,31 @@ def chromium():
             yield browser
         finally:
             browser.close()
+
+
+@contextlib.contextmanager
+def browser_page(chromium, name: str, *, width: int = 1280, height: int = 900,
+                 settle_s: float = 0.5):
+    """A new page in its own browser context: yields ``(page, errors)``, ``errors`` the console
+    errors and uncaught page errors seen so far (a list that grows). On leaving, whatever
+    happened, a screenshot goes to artifacts/browser/<name>.png (after ``settle_s`` for the charts
+    to draw; a failing screenshot must not hide the failure before it) and the context closes.
+    After a body that passed, no error may have been seen and the screenshot must exist."""
+    context = chromium.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(f"console: {msg.text} ({msg.location})")
+            if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(f"page: {exc}"))
+    shot = ARTIFACTS / f"{name}.png"
+    shot.unlink(missing_ok=True)
+    try:
+        yield page, errors
+    finally:
+        with contextlib.suppress(Exception):
+            time.sleep(settle_s)
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot), full_page=True)
+        context.close()
+    assert errors == [], errors
+    assert shot.is_file() and shot.stat().st_size > 0, f"no screenshot at {shot}"

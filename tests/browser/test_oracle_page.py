@@ -8,17 +8,16 @@ accounted for. A screenshot is left in artifacts/browser/oracle.png.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import time
-from pathlib import Path
 
 import pytest
+from tests.browser.conftest import browser_page
+
 
 pytestmark = pytest.mark.browser
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "browser"
 PRICE = re.compile(r"^\$[0-9,]+\.[0-9]{2}$")
 FIRST_PRICE_TIMEOUT_MS = 30_000
 CHANGE_TIMEOUT_S = 10.0
@@ -57,17 +56,7 @@ def _charts_missing_their_price(page) -> dict:
 def test_oracle_page_shows_live_prices(chromium, hedgeflow_run):
     from playwright.sync_api import expect
 
-    context = chromium.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    console_errors: list[str] = []
-    page_errors: list[str] = []
-    page.on(
-        "console",
-        lambda msg: console_errors.append(f"{msg.text} ({msg.location})")
-        if msg.type == "error" else None,
-    )
-    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-    try:
+    with browser_page(chromium, "oracle", width=1280, height=900, settle_s=1.0) as (page, errors):
         response = page.goto(f"{hedgeflow_run.url}/oracle", wait_until="load", timeout=30_000)
         assert response is not None and response.ok, response and response.status
 
@@ -95,8 +84,7 @@ def test_oracle_page_shows_live_prices(chromium, hedgeflow_run):
         # One chart per asset: Bokeh draws each into canvases in the plot's shadow root.
         expect(page.locator(".bk-Canvas").first).to_be_visible(timeout=10_000)
         assert page.locator(".bk-Canvas").count() >= 2
-        assert page_errors == [], page_errors
-        assert console_errors == [], console_errors
+        assert errors == [], errors
 
         # Each chart's price axis must cover its own asset's price (BTC ~97,000 and ETH ~3,100
         # cannot share one axis).
@@ -107,17 +95,6 @@ def test_oracle_page_shows_live_prices(chromium, hedgeflow_run):
                 break
             time.sleep(0.5)
         assert not mismatched, f"chart y ranges do not cover the card prices: {mismatched}"
-    finally:
-        # Whatever happened, leave a picture of the page for whoever reads the failure; a
-        # failing screenshot must not hide the failure that came before it.
-        shot = ARTIFACTS / "oracle.png"
-        shot.unlink(missing_ok=True)
-        with contextlib.suppress(Exception):
-            time.sleep(1.0)  # let the charts draw a few more points
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(shot), full_page=True)
-        context.close()
-    assert shot.is_file() and shot.stat().st_size > 0, f"no screenshot at {shot}"
 
 
 def test_run_stops_on_sigint_with_every_message_accounted_for(hedgeflow_run):

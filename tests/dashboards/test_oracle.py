@@ -49,6 +49,14 @@ def test_card_shows_price_confidence_sources_and_time():
     assert "22:13:20 UTC" in card  # 1_700_000_000 is 2023-11-14 22:13:20 UTC
 
 
+def test_card_price_carries_its_epoch_seconds_to_the_millisecond():
+    # The benchmark's tick-to-screen latency reads this attribute in the browser.
+    card = _card_html(_price(ts=1_700_000_000.123456))
+    m = re.search(r'<div class="oracle-price" data-asset="BTC" data-ts="([^"]*)"', card)
+    assert m, card
+    assert m.group(1) == "1700000000.123"
+
+
 def test_card_escapes_html_in_asset_reason_and_sources():
     card = _card_html(
         _price(

@@ -71,7 +71,7 @@ def test_to_dict_is_plain_nested_mapping():
     cfg = load_config(env={})
     d = cfg.to_dict()
     assert list(d) == ["storage", "simulator", "feeds", "oracle", "dashboard", "logging", "chain", "analytics",
-                       "hedge"]
+                       "hedge", "api", "admin"]
     assert d["storage"] == {
         "db_path": "data/hedgeflow.duckdb", "flush_interval_s": 1.0, "flush_rows": 10_000,
         "out_of_order": "flag", "archive_dir": "", "export_interval_s": 86_400.0, "hot_days": 7,
@@ -459,3 +459,12 @@ def test_analytics_volatility_settings_follow_the_models_rules():
         load_config(env={"HEDGEFLOW_ANALYTICS__VOLATILITY_BAR_S": "7"})
     with pytest.raises(ConfigError, match="min_coverage_s must be in"):
         load_config(env={"HEDGEFLOW_ANALYTICS__VOLATILITY_MIN_COVERAGE_S": "100000"})
+
+
+def test_hedge_routing_venues_name_paper_futures_venues():
+    cfg = load_config(env={"HEDGEFLOW_HEDGE__ROUTING_VENUES": "bybit,deribit"})
+    assert [v.name for v in cfg.hedge.desk_config().routing_venues] == ["bybit", "deribit"]
+    assert load_config(env={}).hedge.desk_config().routing_venues == ()
+    for bad in ("ftx", "bybit,bybit", "binance_usdm"):
+        with pytest.raises(ConfigError, match="routing_venues"):
+            load_config(env={"HEDGEFLOW_HEDGE__ROUTING_VENUES": bad})

@@ -49,6 +49,7 @@ def test_table_counts(con):
         "gaps": 0, "volatility": 0, "surface_fits": 0, "premium_quotes": 0, "policy_risk": 0,
         "position_states": 0, "hedge_decisions": 0, "order_decisions": 0, "loan_updates": 0,
         "backtest_trades": 0, "desk_trades": 0, "backtest_equity": 0, "desk_equity": 0,
+        "audit": 0,
     }
 
 
