@@ -58,7 +58,8 @@ class _AssetPanel:
 
     def __init__(self, asset: str) -> None:
         self.asset = asset
-        self.last_ts = float("-inf")
+        self.last_ts = float("-inf")  # of the last price charted
+        self.card_ts = float("-inf")  # of the price on the card
         empty = pd.DataFrame(
             {"time": np.array([], dtype="datetime64[ms]"), "price": [], "lo": [], "hi": []}
         )
@@ -80,12 +81,17 @@ class _AssetPanel:
         )
         self.layout = pn.Column(self.card, self.chart, sizing_mode="stretch_width")
 
-    def update(self, view: OracleView) -> None:
+    def update_card(self, view: OracleView) -> None:
+        latest = view.latest().get(self.asset)
+        if latest is not None and latest.ts > self.card_ts:
+            self.card_ts = latest.ts
+            self.card.object = _card_html(latest)
+
+    def update_chart(self, view: OracleView) -> None:
         new = view.history(self.asset, since_ts=self.last_ts)
         if not new:
             return
         self.last_ts = new[-1].ts
-        self.card.object = _card_html(new[-1])
         priced = [p for p in new if p.price_usd == p.price_usd]
         if priced:
             self.buffer.send(
@@ -100,8 +106,15 @@ class _AssetPanel:
             )
 
 
+# The charts redraw at most this often: a chart update costs the server milliseconds per session
+# (HoloViews re-renders the plot), a card a fraction of one, and the card is what a price's
+# tick-to-screen latency is read on.
+CHART_REFRESH_MS = 1_000
+
+
 def oracle_view_page(view: OracleView, refresh_ms: int = 500) -> pn.viewable.Viewable:
-    """A new page (one per browser session) polling ``view``."""
+    """A new page (one per browser session) polling ``view``: the cards every ``refresh_ms``,
+    the charts every ``max(refresh_ms, CHART_REFRESH_MS)``."""
     panels: dict[str, _AssetPanel] = {}
     waiting = pn.pane.Markdown("Waiting for the first oracle price…", css_classes=["oracle-waiting"])
     cards = pn.Column(waiting, sizing_mode="stretch_width")
@@ -113,10 +126,16 @@ def oracle_view_page(view: OracleView, refresh_ms: int = 500) -> pn.viewable.Vie
                 if waiting in cards.objects:
                     cards.remove(waiting)
                 cards.append(panels[asset].layout)
-            panels[asset].update(view)
+            panels[asset].update_card(view)
+
+    def refresh_charts() -> None:
+        for panel in panels.values():
+            panel.update_chart(view)
 
     refresh()
+    refresh_charts()
     session_callback(refresh, refresh_ms)
+    session_callback(refresh_charts, max(int(refresh_ms), CHART_REFRESH_MS))
     return pn.Column(
         pn.pane.Markdown("# hedgeflow · oracle\nRobust consensus of every fresh spot source, per asset, with its confidence band."),
         cards,
