@@ -55,11 +55,12 @@ def volatility_settings(ts_s: np.ndarray) -> tuple[float, float, float]:
 
 def run_backtest(ts_s: np.ndarray, close_usd: np.ndarray, db_path: str | Path, *, config,
                  desk_config: DeskConfig = DeskConfig(), funding=None, run_id: str = "backtest",
-                 asset: str = "BTC") -> dict:
+                 asset: str = "BTC", progress=None) -> dict:
     """Run the graph with the hedge desk over one price series; returns the run's KPIs and
     counts (``hedgeflow backtest`` prints them). ``config`` is the whole configuration (its
     ``[analytics]`` and ``[storage]`` sections are used); ``funding`` a ``FundingSeries`` of
-    the venue whose settled rates the perpetual pays."""
+    the venue whose settled rates the perpetual pays; ``progress(bars_done, bars)`` is called
+    after every chunk of bars."""
     ts = np.asarray(ts_s, dtype=np.float64)
     close = np.asarray(close_usd, dtype=np.float64)
     bar_s, window_s, coverage_s = volatility_settings(ts)
@@ -122,6 +123,8 @@ def run_backtest(ts_s: np.ndarray, close_usd: np.ndarray, db_path: str | Path, *
             graph.oracle_prices.emit([OraclePrice(asset=asset, ts=times[i], price_usd=prices[i],
                                                   confidence_usd=0.0, n_sources=1, status="ok")
                                       for i in chunk])
+            if progress is not None:
+                progress(chunk[-1] + 1, n)
     finally:
         graph.close()
         sink.destroy()  # streamz keeps sinks in a global set

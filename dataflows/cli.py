@@ -254,7 +254,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     _config(args, {})
     con = _connect(args.db, read_only=True)
     try:
-        result = export_archive(con, args.out, args.start, args.end, exported_at=time.time())
+        result = export_archive(con, args.out, args.start, args.end, exported_at=time.time(),
+                                progress=_progress_printer("export", "tables"))
     finally:
         con.close()
     print(json.dumps(result.summary(), sort_keys=True))
@@ -541,6 +542,21 @@ def _price_history(paths: list[str], venue: str):
     return ts, close
 
 
+def _progress_printer(what: str, unit: str, every_s: float = 1.0):
+    """``progress(done, total)`` that tells stderr how far ``what`` has got, at most every
+    ``every_s`` seconds and once at the end (stdout stays the command's result)."""
+    last = [-math.inf]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s or done >= total:
+            last[0] = now
+            print(f"hedgeflow: {what}: {done:,} of {total:,} {unit} ({100.0 * done / total:.0f}%)",
+                  file=sys.stderr, flush=True)
+
+    return progress
+
+
 def cmd_backtest(args: argparse.Namespace) -> int:
     from dataflows.backtest import run_backtest, run_sweep
     from dataflows.history import load_funding
@@ -556,7 +572,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     try:
         if not args.leverage:
             result = run_backtest(ts, close, args.db, config=cfg, desk_config=base,
-                                  funding=funding, run_id=args.run_id)
+                                  funding=funding, run_id=args.run_id,
+                                  progress=_progress_printer("backtest", "bars"))
             print(json.dumps(_json_ready(result), indent=2))
             return 0
         runs = [(f"{args.run_id}:leverage={x:g}", replace_leverage(base, x)) for x in args.leverage]

@@ -297,8 +297,10 @@ def export_archive(
     tables: Iterable[str] | None = None,
     *,
     exported_at: datetime | float,
+    progress=None,
 ) -> ExportResult:
-    """Export the rows of UTC days ``start``..``end`` (inclusive; None: unbounded) to ``out``.
+    """Export the rows of UTC days ``start``..``end`` (inclusive; None: unbounded) to ``out``;
+    ``progress(tables_done, tables)`` is called as each table is done.
 
     ``exported_at`` (an aware datetime or epoch seconds) is recorded in the manifest. Partitions
     outside the range, or no longer in the database, stay in the archive untouched. Raises
@@ -323,7 +325,9 @@ def export_archive(
     entries = dict(manifest.entries)
     bytes_written = 0
     try:
-        for name in names:
+        for done, name in enumerate(names):
+            if progress is not None and done:
+                progress(done, len(names))
             spec = ARCHIVE_TABLES[name]
             columns = _table_columns(con, name)
             if not columns:
@@ -351,6 +355,8 @@ def export_archive(
                     unchanged.append(part.path)
                     keep_stamp = old.exported_at if old is not None and old.sha256 == sha else stamp
                     entries[part.path] = PartitionEntry(part, n, size, sha, keep_stamp)
+        if progress is not None:
+            progress(len(names), len(names))
         new_manifest = Manifest(exported_at=stamp, entries=entries)
         manifest_tmp = f"{root}/.{MANIFEST_NAME}.{token}.tmp"
         stage.write_bytes(manifest_tmp, new_manifest.to_bytes())

@@ -63,8 +63,11 @@ def test_coarse_data_gets_a_wider_volatility_window():
 def test_backtest_on_the_funding_files_marks_prints_the_kpis(tmp_path, capsys):
     db = tmp_path / "year.duckdb"
     assert cli.main(["backtest", "--data", str(FUNDING), "--funding", str(FUNDING), "--db", str(db)]) == 0
-    result = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    result = json.loads(out)
     assert result["bars"] == 1_095  # Binance's settlements: three a day for a year
+    # Progress on stderr, the last line at the end of the data.
+    assert err.strip().splitlines()[-1] == "hedgeflow: backtest: 1,095 of 1,095 bars (100%)"
     assert set(KPIS) <= set(result)
     assert 0.0 <= result["max_drawdown"] <= 1.0 and 0.0 <= result["ltv_stability"] <= 1.0
     assert result["funding_paid_usd"] != 0.0  # the settled rates were paid or received

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import logging
 import os
 import subprocess
@@ -197,7 +198,9 @@ def test_export_restore_query_and_quality_round_trip(recorded_dir, tmp_path, cap
     capsys.readouterr()
 
     assert cli.main(["export", "--db", str(db), "--out", str(archive)]) == 0
-    first = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    first = json.loads(out)
+    assert re.fullmatch(r"hedgeflow: export: (\d+) of \1 tables \(100%\)", err.strip().splitlines()[-1])
     assert first["written"] > 0 and first["refused"] == []
     assert cli.main(["export", "--db", str(db), "--out", str(archive)]) == 0
     second = json.loads(capsys.readouterr().out)
