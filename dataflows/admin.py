@@ -527,10 +527,7 @@ class AdminConsole:
         return float(getattr(DESK_SAFETY, p.key))
 
     def _apply_live(self, p: Parameter, value: float) -> None:
-        gate = self.gate
-        gate.config = dataclasses.replace(gate.config, **{p.key: value})
-        if p.key == "heartbeat_timeout_s":
-            gate.dead_mans_switch.timeout_s = float(value)  # the switch keeps its own copy
+        self.gate.update_config(dataclasses.replace(self.gate.config, **{p.key: value}))
 
 
 _consoles: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

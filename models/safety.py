@@ -851,6 +851,18 @@ class SafetyGate:
         self._asset_breakers: dict[str, tuple[CircuitBreaker, ...]] = {}
         self._breaker_assets: set[str] = set()
 
+    def update_config(self, config: SafetyConfig) -> None:
+        """Adopt ``config`` while running (an approved parameter change): every rule reads it
+        from the next check on; the dead man's switch takes its timeout, each breaker its rule's
+        cooldown and probation (a breaker already open keeps the reopen time it has), and the
+        rate limiter its limits (its count starts afresh only when they changed)."""
+        if config.rate_limits != self.config.rate_limits:
+            self.rate_limiter = SlidingWindowRateLimiter(config.rate_limits)
+        self.config = config
+        self.dead_mans_switch.timeout_s = float(config.heartbeat_timeout_s)
+        for breaker in self._breakers.values():
+            breaker.config = config.breaker_config(breaker.rule)
+
     # ----------------------------------------------------------------- state for operators
 
     @property

@@ -568,6 +568,26 @@ def test_oracle_breaker_cooldown_probation_and_manual_reset():
         gate.reset_breaker("no_such_breaker", T, "bob", "x")
 
 
+def test_update_config_reaches_every_rule_while_running():
+    import dataclasses
+
+    cfg = SafetyConfig(oracle_breaker=BreakerConfig(cooldown_s=300.0, probation_s=60.0), **LOOSE)
+    gate = SafetyGate(cfg)
+    gate.tick(context(markets=market(oracle_ok=False)))  # the oracle breaker opens, till T + 300
+    gate.update_config(dataclasses.replace(
+        cfg, oracle_breaker=BreakerConfig(cooldown_s=30.0, probation_s=5.0), heartbeat_timeout_s=120.0))
+    assert gate.dead_mans_switch.timeout_s == 120.0
+    at = lambda dt: context(ts=T + dt)  # noqa: E731 (healthy from now on)
+    # The open breaker keeps its reopen time; its next trip takes the new cooldown.
+    assert rule_of(gate.check(order(ts=T + 299), at(299))) == "oracle_breaker"
+    gate.tick(at(300))
+    gate.tick(at(305))  # the new, shorter probation
+    assert gate.breaker_states()["oracle_breaker:BTC"].state == "closed"
+    gate.tick(context(ts=T + 400, markets=market(ts=T + 400, oracle_ok=False)))
+    assert gate.breaker_states()["oracle_breaker:BTC"].state == "open"
+    assert approved(gate.check(order(ts=T + 430), at(430)))  # half-open after 30 s, not 300
+
+
 def test_oracle_breaker_trips_on_anomaly_count_in_window():
     cfg = SafetyConfig(oracle_anomaly_count=3, oracle_anomaly_window_s=300.0, **LOOSE)
     gate = SafetyGate(cfg)
