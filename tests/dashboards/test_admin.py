@@ -14,7 +14,6 @@ import math
 import re
 
 import duckdb
-import panel as pn
 import pytest
 
 from dashboards import admin as page_mod
@@ -48,16 +47,6 @@ class Clock:
     def __call__(self) -> float:
         return self.t
 
-
-@pytest.fixture
-def periodic(monkeypatch):
-    calls: list[dict] = []
-
-    def add_periodic_callback(callback, period=500, count=None, timeout=None, start=True):
-        calls.append({"callback": callback, "period": period})
-
-    monkeypatch.setattr(pn.state, "add_periodic_callback", add_periodic_callback)
-    return calls
 
 
 @pytest.fixture

@@ -178,16 +178,6 @@ def test_completeness_from_a_quality_summary():
 # --------------------------------------------------------------------------- the page
 
 
-@pytest.fixture
-def periodic(monkeypatch):
-    calls: list[dict] = []
-
-    def add_periodic_callback(callback, period=500, count=None, timeout=None, start=True):
-        calls.append({"callback": callback, "period": period})
-
-    monkeypatch.setattr(pn.state, "add_periodic_callback", add_periodic_callback)
-    return calls
-
 
 @pytest.fixture
 def live(db_path):

@@ -184,18 +184,6 @@ def test_attach_sinks_the_view_on_the_desk_steps(desk_run):
 # --------------------------------------------------------------------------- the page
 
 
-@pytest.fixture
-def periodic(monkeypatch):
-    """Record the page's periodic callbacks instead of scheduling them."""
-    calls: list[dict] = []
-
-    def add_periodic_callback(callback, period=500, count=None, timeout=None, start=True):
-        calls.append({"callback": callback, "period": period})
-        return None
-
-    monkeypatch.setattr(pn.state, "add_periodic_callback", add_periodic_callback)
-    return calls
-
 
 def _html(page) -> str:
     return "\n".join(str(p.object) for p in page.select(pn.pane.HTML))

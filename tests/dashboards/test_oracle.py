@@ -105,18 +105,6 @@ def test_no_reason_means_no_separator():
 # --------------------------------------------------------------------------- oracle_page
 
 
-@pytest.fixture
-def periodic(monkeypatch):
-    """Record the page's periodic callbacks instead of scheduling them."""
-    calls: list[dict] = []
-
-    def add_periodic_callback(callback, period=500, count=None, timeout=None, start=True):
-        calls.append({"callback": callback, "period": period})
-        return None
-
-    monkeypatch.setattr(pn.state, "add_periodic_callback", add_periodic_callback)
-    return calls
-
 
 def _cards(page) -> dict[str, pn.pane.HTML]:
     panes = [p for p in page.select(pn.pane.HTML) if "oracle-card" in str(p.object)]

@@ -72,17 +72,6 @@ def chain_con():
     writer.con.close()
 
 
-@pytest.fixture
-def periodic(monkeypatch):
-    """Record the page's periodic callbacks instead of scheduling them."""
-    calls: list[dict] = []
-
-    def add_periodic_callback(callback, period=500, count=None, timeout=None, start=True):
-        calls.append({"callback": callback, "period": period})
-
-    monkeypatch.setattr(pn.state, "add_periodic_callback", add_periodic_callback)
-    return calls
-
 
 def live_views(oracle_spot: float | None = ORACLE_SPOT, oracle_ts: float = T0 + 2.0):
     analytics, oracle = AnalyticsView(), OracleView()

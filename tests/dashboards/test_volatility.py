@@ -53,18 +53,6 @@ def chain():
     return view, outcome
 
 
-@pytest.fixture
-def periodic(monkeypatch):
-    """Record the page's periodic callbacks instead of scheduling them."""
-    calls: list[dict] = []
-
-    def add_periodic_callback(callback, period=500, count=None, timeout=None, start=True):
-        calls.append({"callback": callback, "period": period})
-        return None
-
-    monkeypatch.setattr(pn.state, "add_periodic_callback", add_periodic_callback)
-    return calls
-
 
 def _prices(asset: str, start_s: float, n: int, step_s: float, vol_annual, seed: int = 1):
     """``n`` oracle prices ``step_s`` apart, a random walk of ``vol_annual`` (a number, or one per
