@@ -1,4 +1,6 @@
-"""Oracle page: the live oracle price per asset, its confidence band, status and sources.
+"""Oracle page: the live oracle price per asset, its confidence band and status; each source's
+price against the consensus, its reliability and freshness; the price last confirmed on chain; the
+oracle's recent alerts.
 
 Served by ``hedgeflow run`` at http://127.0.0.1:5006/oracle, or on its own with
 ``panel serve dashboards/oracle.py`` (which then starts the shared pipeline in the Panel process).
@@ -53,8 +55,56 @@ def _card_html(p) -> str:
     )
 
 
+def _fmt_bps(x: float) -> str:
+    return "—" if x != x else f"{x:+.1f}"
+
+
+def sources_html(asset: str, sources, now_s: float) -> str:
+    """Each source of the asset's latest price (models.oracle.VenueComparison rows): its mid,
+    deviation from the consensus and own spread (bps), age of its quote (s), its status (used,
+    rejected, stale, with the reason), reliability (0..1) and weight in the price."""
+    if not sources:
+        return ""
+    rows = "".join(
+        f'<tr class="oracle-source" data-source="{html.escape(v.source)}" '
+        f'data-status="{html.escape(v.status)}">'
+        f"<td>{html.escape(v.source)}</td><td>{_fmt_price(v.mid_usd)}</td>"
+        f"<td>{_fmt_bps(v.deviation_bps)}</td><td>{_fmt_bps(v.spread_bps)}</td>"
+        f"<td>{max(now_s - v.quote_ts, 0.0):.1f}</td>"
+        f'<td>{html.escape(v.status)}{" — " + html.escape(v.reason) if v.reason else ""}</td>'
+        f"<td>{v.reliability:.2f}</td><td>{100.0 * v.weight:.0f} %</td></tr>"
+        for v in sorted(sources, key=lambda v: v.source))
+    return (f'<table class="oracle-sources" data-asset="{html.escape(asset)}" '
+            'style="font-size:0.85em;border-collapse:collapse;width:100%">'
+            "<tr><th>source</th><th>mid (USD)</th><th>vs price (bps)</th><th>spread (bps)</th>"
+            "<th>age (s)</th><th>status</th><th>reliability</th><th>weight</th></tr>"
+            f"{rows}</table>")
+
+
+def on_chain_html(asset: str, confirmed, now_s: float) -> str:
+    """The price last confirmed on chain for the asset (and its age), or that there is none."""
+    if confirmed is None:
+        return (f'<div class="oracle-onchain" data-asset="{html.escape(asset)}" '
+                'style="color:#777">on chain: nothing confirmed yet</div>')
+    price, ts = confirmed
+    return (f'<div class="oracle-onchain" data-asset="{html.escape(asset)}">on chain: '
+            f"${_fmt_price(price)}, confirmed {max(now_s - ts, 0.0):.0f} s ago</div>")
+
+
+def alerts_html(alerts) -> str:
+    """The oracle's recent alerts, newest first."""
+    if not alerts:
+        return '<div class="oracle-alerts" style="color:#777">No oracle alerts.</div>'
+    rows = "".join(
+        f'<li class="oracle-alert" data-severity="{html.escape(a.severity)}">'
+        f'{datetime.fromtimestamp(a.ts, tz=timezone.utc).strftime("%H:%M:%S")} '
+        f"<b>{html.escape(a.severity)}</b> {html.escape(a.kind)}: {html.escape(a.message)}</li>"
+        for a in reversed(alerts))
+    return f'<ul class="oracle-alerts" style="font-size:0.85em">{rows}</ul>'
+
+
 class _AssetPanel:
-    """One asset's card and streaming chart, owned by one session."""
+    """One asset's card, sources table and streaming chart, owned by one session."""
 
     def __init__(self, asset: str) -> None:
         self.asset = asset
@@ -65,6 +115,7 @@ class _AssetPanel:
         )
         self.buffer = hv.streams.Buffer(empty, length=3600, index=False)
         self.card = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.sources = pn.pane.HTML("", sizing_mode="stretch_width")
 
         def chart(data):
             band = hv.Area(data, "time", ["lo", "hi"]).opts(alpha=0.25, color="#4c78a8")
@@ -79,13 +130,17 @@ class _AssetPanel:
             sizing_mode="stretch_width",
             linked_axes=False,  # BTC near 97,000 and ETH near 3,100 each need their own y-axis
         )
-        self.layout = pn.Column(self.card, self.chart, sizing_mode="stretch_width")
+        self.layout = pn.Column(self.card, self.chart, self.sources, sizing_mode="stretch_width")
 
     def update_card(self, view: OracleView) -> None:
         latest = view.latest().get(self.asset)
         if latest is not None and latest.ts > self.card_ts:
             self.card_ts = latest.ts
-            self.card.object = _card_html(latest)
+            self.card.object = _card_html(latest) + on_chain_html(
+                self.asset, view.on_chain().get(self.asset), latest.ts)
+
+    def update_sources(self, view: OracleView) -> None:
+        self.sources.object = sources_html(self.asset, view.sources(self.asset), self.card_ts)
 
     def update_chart(self, view: OracleView) -> None:
         new = view.history(self.asset, since_ts=self.last_ts)
@@ -110,11 +165,13 @@ class _AssetPanel:
 # (HoloViews re-renders the plot), a card a fraction of one, and the card is what a price's
 # tick-to-screen latency is read on.
 CHART_REFRESH_MS = 1_000
+ORACLE_ALERTS_SHOWN = 10
 
 
-def oracle_view_page(view: OracleView, refresh_ms: int = 500) -> pn.viewable.Viewable:
+def oracle_view_page(view: OracleView, refresh_ms: int = 500, alerts=None) -> pn.viewable.Viewable:
     """A new page (one per browser session) polling ``view``: the cards every ``refresh_ms``,
-    the charts every ``max(refresh_ms, CHART_REFRESH_MS)``."""
+    the charts, source tables and the ``alerts`` view's oracle alerts every
+    ``max(refresh_ms, CHART_REFRESH_MS)``."""
     panels: dict[str, _AssetPanel] = {}
     waiting = pn.pane.Markdown("Waiting for the first oracle price…", css_classes=["oracle-waiting"])
     cards = pn.Column(waiting, sizing_mode="stretch_width")
@@ -128,9 +185,15 @@ def oracle_view_page(view: OracleView, refresh_ms: int = 500) -> pn.viewable.Vie
                 cards.append(panels[asset].layout)
             panels[asset].update_card(view)
 
+    alert_pane = pn.pane.HTML(alerts_html(()), sizing_mode="stretch_width")
+
     def refresh_charts() -> None:
         for panel in panels.values():
             panel.update_chart(view)
+            panel.update_sources(view)
+        if alerts is not None:
+            oracle_alerts = [a for a in alerts.recent(limit=200) if a.kind.startswith("oracle")]
+            alert_pane.object = alerts_html(oracle_alerts[-ORACLE_ALERTS_SHOWN:])
 
     refresh()
     refresh_charts()
@@ -139,13 +202,17 @@ def oracle_view_page(view: OracleView, refresh_ms: int = 500) -> pn.viewable.Vie
     return pn.Column(
         pn.pane.Markdown("# hedgeflow · oracle\nRobust consensus of every fresh spot source, per asset, with its confidence band."),
         cards,
+        pn.pane.Markdown("### Oracle alerts"),
+        alert_pane,
         sizing_mode="stretch_width",
     )
 
 
 def oracle_page(pipeline) -> pn.viewable.Viewable:
-    """The oracle page of ``pipeline`` (its ``oracle`` view, at the dashboard's refresh)."""
-    return oracle_view_page(pipeline.views["oracle"], pipeline.config.dashboard.refresh_ms)
+    """The oracle page of ``pipeline`` (its ``oracle`` and ``alerts`` views, at the dashboard's
+    refresh)."""
+    return oracle_view_page(pipeline.views["oracle"], pipeline.config.dashboard.refresh_ms,
+                            pipeline.views["alerts"])
 
 
 if pn.state.served:

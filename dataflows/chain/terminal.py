@@ -514,6 +514,11 @@ class ChainPublisher:
         self.stats.counts["errors"] += 1
         log_event(log, logging.ERROR, "chain publisher error", where=where, error=_short(exc))
 
+    def confirmed_prices(self) -> dict[str, tuple[float, float]]:
+        """The last price of each asset confirmed on chain: ``(price_usd, ts)`` (ts epoch s)."""
+        with self._lock:
+            return {a: (b.price_usd, float(b.ts)) for a, b in self._confirmed.items()}
+
     # ------------------------------------------------------------------ pause
     def pause(self, reason: str = "operator") -> None:
         """Emergency stop, off-chain: no new submissions; queued ones are cancelled."""

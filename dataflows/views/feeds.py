@@ -8,17 +8,40 @@ from models.records import OraclePrice
 
 
 class OracleView:
-    """The latest oracle price per asset and a bounded history of each."""
+    """The latest oracle price per asset and a bounded history of each; with the graph's
+    ``oracle`` (models.oracle.RobustOracle), each source's standing at the latest price
+    (``sources(asset)``: models.oracle.VenueComparison rows), and with its chain ``publisher``
+    the prices last confirmed on chain (``on_chain()``)."""
 
-    def __init__(self, history: int = 3600) -> None:
+    def __init__(self, history: int = 3600, oracle=None, publisher=None) -> None:
         self._history: dict[str, deque[OraclePrice]] = {}
         self._maxlen = history
+        self._oracle = oracle
+        self._publisher = publisher
+        self._sources: dict[str, tuple] = {}
         self.version = 0  # bumped on every update; sessions compare to skip redraws
 
     def on_prices(self, prices: list[OraclePrice]) -> None:
         for p in prices:
             self._history.setdefault(p.asset, deque(maxlen=self._maxlen)).append(p)
+            if self._oracle is not None:
+                # The evaluation that made this price is the oracle's latest one of the asset.
+                self._sources[p.asset] = tuple(self._oracle.cross_venue(p.asset))
         self.version += 1
+
+    def sources(self, asset: str) -> tuple:
+        """Each source of ``asset`` at its latest price: mid, spread and deviation from the
+        consensus (bps), used / rejected / stale with the reason, reliability and weight."""
+        return self._sources.get(asset, ())
+
+    def on_chain(self) -> dict[str, tuple[float, float]]:
+        """Per asset, the price last confirmed on chain and its time: ``(price_usd, ts)``; empty
+        without a chain publisher."""
+        return {} if self._publisher is None else self._publisher.confirmed_prices()
+
+    def publisher_counts(self) -> dict[str, int]:
+        """The chain publisher's counts (decided, sent, confirmed, failed...); empty without one."""
+        return {} if self._publisher is None else dict(self._publisher.stats.counts)
 
     @property
     def assets(self) -> list[str]:
@@ -58,7 +81,7 @@ class ConnectionView:
 
 
 def attach(pipeline) -> OracleView:
-    view = OracleView()
+    view = OracleView(oracle=pipeline.graph.oracle, publisher=pipeline.graph.publisher)
     pipeline.graph.oracle_prices.sink(view.on_prices)
     return view
 

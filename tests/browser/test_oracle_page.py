@@ -83,6 +83,12 @@ def test_oracle_page_shows_live_prices(chromium, hedgeflow_run):
         )
         # One chart per asset: Bokeh draws each into canvases in the plot's shadow root.
         expect(page.locator(".bk-Canvas").first).to_be_visible(timeout=10_000)
+        # Each BTC source's standing, and the price the embedded chain confirmed.
+        expect(page.locator('.oracle-sources[data-asset="BTC"] .oracle-source').first).to_be_visible(
+            timeout=10_000)
+        assert page.locator('.oracle-sources[data-asset="BTC"] .oracle-source').count() >= 2
+        expect(page.locator('.oracle-onchain[data-asset="BTC"]')).to_contain_text(
+            "confirmed", timeout=20_000)
         assert page.locator(".bk-Canvas").count() >= 2
         assert errors == [], errors
 

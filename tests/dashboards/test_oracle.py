@@ -209,3 +209,65 @@ def test_oracle_page_outside_a_server_does_not_raise():
 def test_fmt_price():
     assert page_mod._fmt_price(1234567.891) == "1,234,567.89"
     assert page_mod._fmt_price(math.nan) == "—"
+
+
+# --------------------------------------------------------------------------- sources, chain, alerts
+
+
+def _venue(source, mid, deviation_bps, status="used", reason="", quote_ts=99.0, weight=0.5):
+    from models.oracle import VenueComparison
+
+    return VenueComparison("BTC", source, 100.0, quote_ts, mid - 5.0, mid + 5.0, mid,
+                           10.0 / mid * 1e4, deviation_bps, status, reason, 0.9, weight)
+
+
+class _OracleWithSources:
+    """The part of models.oracle.RobustOracle the view reads: the last evaluation's sources."""
+
+    def __init__(self, venues):
+        self.venues = venues
+
+    def cross_venue(self, asset):
+        return list(self.venues) if asset == "BTC" else []
+
+
+class _Publisher:
+    """The part of the chain publisher the view reads."""
+
+    def __init__(self, confirmed):
+        self.confirmed = confirmed
+        self.stats = type("Stats", (), {"counts": {"confirmed": len(confirmed)}})()
+
+    def confirmed_prices(self):
+        return dict(self.confirmed)
+
+
+def test_sources_table_on_chain_line_and_oracle_alerts(periodic):
+    from dataflows.views.alerts import AlertsView
+    from models.records import Alert
+
+    venues = [_venue("kraken:BTC/USD", 97_900.0, 92.8, "rejected", "divergence"),
+              _venue("binance:BTCUSDT", 97_010.0, -0.2)]
+    view = OracleView(oracle=_OracleWithSources(venues), publisher=_Publisher({"BTC": (97_000.0, 90.0)}))
+    alerts = AlertsView()
+    page = oracle_page(view, refresh_ms=250, alerts=alerts)
+    view.on_prices([_price("BTC", 100.0, 97_012.34, 12.5)])
+    alerts.on_alerts([Alert(95.0, "oracle_divergence", "warning", "kraken off", "BTC"),
+                      Alert(96.0, "volatility_anomaly", "warning", "not the oracle's", "BTC"),
+                      Alert(97.0, "oracle_status", "critical", "BTC halted", "BTC")])
+    refresh_cards, refresh_slow = (c["callback"] for c in periodic)
+    refresh_cards()
+    refresh_slow()
+    text = "\n".join(str(p.object) for p in page.select(pn.pane.HTML))
+    rows = re.findall(r'<tr class="oracle-source" data-source="([^"]+)" data-status="(\w+)">', text)
+    assert rows == [("binance:BTCUSDT", "used"), ("kraken:BTC/USD", "rejected")]  # sorted by source
+    assert "+92.8" in text and "rejected — divergence" in text
+    assert "on chain: $97,000.00, confirmed 10 s ago" in text  # the price's time 100 - 90
+    shown = re.findall(r'<li class="oracle-alert" data-severity="(\w+)">[^<]*<b>\w+</b> (\w+):', text)
+    assert shown == [("critical", "oracle_status"), ("warning", "oracle_divergence")]  # newest first
+
+
+def test_nothing_on_chain_yet_is_said():
+    from dashboards.oracle import on_chain_html
+
+    assert "nothing confirmed yet" in on_chain_html("ETH", None, 100.0)
