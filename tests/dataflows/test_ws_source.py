@@ -135,13 +135,15 @@ def test_a_busy_connection_with_single_message_batches_is_not_called_silent():
     async def scenario():
         async with BinanceSimulator(quote_rate_hz=100.0, trade_rate_hz=0.0, port=0) as sim:
             source = WebsocketSource(
-                sim.url, "binance", silence_timeout_s=0.2, batch_max_messages=1,
+                # A message every 10 ms; the silence limit is 50 of those, so a loaded machine's
+                # pause does not pass for silence, and the run lasts three limits.
+                sim.url, "binance", silence_timeout_s=0.5, batch_max_messages=1,
                 batch_max_latency_s=0.02,
             )
             source.stopped = False
             task = asyncio.create_task(source.run())
             await asyncio.wait_for(source.connected.wait(), 5)
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.5)
             source.stop()
             task.cancel()
             try:
