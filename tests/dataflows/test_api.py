@@ -34,6 +34,7 @@ from dataflows.views import VIEWS
 from models.desk import DeskConfig, HedgeDesk
 from models.errors import HedgeflowError
 from models.option_book import SECONDS_PER_YEAR
+from models.oracle import MedianOracle
 from models.premium import FlatSurface, quote_from_surface
 from models.records import Alert, OraclePrice, PremiumQuoteRecord, VolatilityEstimate
 
@@ -68,7 +69,8 @@ def fake_pipeline(**api_overrides) -> SimpleNamespace:
     graph = SimpleNamespace(
         raw=Stream(), health=Stream(), oracle_prices=Stream(), alerts=Stream(),
         volatility=Stream(), surfaces=Stream(), premium_quotes=Stream(), policy_risk=Stream(),
-        analytics=True, ledger=Ledger(), writer=SimpleNamespace(buffered_rows=7), publisher=None)
+        analytics=True, ledger=Ledger(), writer=SimpleNamespace(buffered_rows=7), publisher=None,
+        oracle=MedianOracle())
     node = HedgeNode(HedgeDesk(DeskConfig(), T0))
     pipeline = SimpleNamespace(config=config, clock=SimulatedClock(T0 + 1.0), graph=graph,
                                hedge=node, desk_steps=Stream())
