@@ -46,6 +46,7 @@ from dataflows.admin_users import (
     read_users,
     verify_password,
 )
+from dataflows import operator_files
 from dataflows.config import ConfigError
 from dataflows.logs import log_event
 from storage.audit import AuditRow, insert_audit, recent_audit
@@ -302,8 +303,7 @@ class AdminConsole:
             return self._record(user, "pause_trading", str(pause), "already paused: the pause "
                                 "file exists", "noop", "Trading was already paused.", True)
         try:
-            pause.parent.mkdir(parents=True, exist_ok=True)
-            pause.write_text(f"{_clip(why) or 'admin page'} (by {user})\n", encoding="utf-8")
+            operator_files.pause_trading(pause, f"{_clip(why) or 'admin page'} (by {user})")
         except OSError as exc:
             return self._record(user, "pause_trading", str(pause), f"cannot write: {exc}",
                                 "failed", f"Failed: cannot write {pause}: {exc}", False)
@@ -319,12 +319,12 @@ class AdminConsole:
         if isinstance(files, ActionResult):
             return files
         pause, _ = files
-        if pause.exists():
-            try:
-                pause.unlink()
-            except OSError as exc:
-                return self._record(user, "resume_trading", str(pause), f"cannot remove: {exc}",
-                                    "failed", f"Failed: cannot remove {pause}: {exc}", False)
+        try:
+            lifted = operator_files.lift(pause)
+        except OSError as exc:
+            return self._record(user, "resume_trading", str(pause), f"cannot remove: {exc}",
+                                "failed", f"Failed: cannot remove {pause}: {exc}", False)
+        if lifted:
             return self._record(user, "resume_trading", str(pause),
                                 _clip(why) or "removed the pause file", "ok",
                                 "Trading resumes at the desk's next tick.", True)
@@ -346,11 +346,8 @@ class AdminConsole:
         if isinstance(files, ActionResult):
             return files
         pause, flatten = files
-        text = f"{_clip(why) or 'admin page'} (by {user})\n"
-        try:
-            for path in (pause, flatten):  # the pause too: trading stays paused after it
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(text, encoding="utf-8")
+        try:  # the pause too: trading stays paused after it
+            operator_files.request_flatten(pause, flatten, f"{_clip(why) or 'admin page'} (by {user})")
         except OSError as exc:
             return self._record(user, "flatten", str(flatten), f"cannot write: {exc}", "failed",
                                 f"Failed: {exc}", False)
@@ -404,10 +401,7 @@ class AdminConsole:
             return self._record(user, "pause_publishing", str(path), "already paused: the pause "
                                 "file exists", "noop", "Publishing was already paused.", True)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # The publisher pauses the contract too when the file's text contains "chain", so
-            # only the on-chain pause may contain that word (no reason or name goes in).
-            path.write_text("on-chain\n" if on_chain else "admin page\n", encoding="utf-8")
+            operator_files.pause_publishing(path, on_chain)
         except OSError as exc:
             return self._record(user, "pause_publishing", str(path), f"cannot write: {exc}",
                                 "failed", f"Failed: cannot write {path}: {exc}", False)
@@ -424,12 +418,12 @@ class AdminConsole:
             return self._refuse(user, "resume_publishing", target,
                                 "chain publishing is off ([chain] enabled = false)")
         path = Path(pub.settings.pause_file) if pub.settings.pause_file else None
-        if path is not None and path.exists():
-            try:
-                path.unlink()
-            except OSError as exc:
-                return self._record(user, "resume_publishing", str(path), f"cannot remove: {exc}",
-                                    "failed", f"Failed: cannot remove {path}: {exc}", False)
+        try:
+            lifted = path is not None and operator_files.lift(path)
+        except OSError as exc:
+            return self._record(user, "resume_publishing", str(path), f"cannot remove: {exc}",
+                                "failed", f"Failed: cannot remove {path}: {exc}", False)
+        if lifted:
             return self._record(user, "resume_publishing", str(path),
                                 _clip(why) or "removed the pause file", "ok",
                                 "Publishing resumes at the publisher's next tick.", True)

@@ -322,30 +322,30 @@ def cmd_pause(args: argparse.Namespace) -> int:
     contract with --on-chain); with --trading the hedge desk stops opening positions instead.
     The pause file is the channel: only someone who may write the data folder can pause or
     resume."""
+    from dataflows import operator_files
+
     cfg = _config(args, {})
     if args.trading:
-        path = Path(cfg.hedge.pause_file)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"{args.why or 'hedgeflow pause --trading'}\n", encoding="utf-8")
+        path = operator_files.pause_trading(cfg.hedge.pause_file,
+                                            args.why or "hedgeflow pause --trading")
         print(f"hedgeflow: trading paused ({path}): reducing orders still pass; "
               "`hedgeflow resume --trading` lifts it")
         return 0
-    path = Path(cfg.chain.pause_file)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("on-chain\n" if args.on_chain else "off-chain\n", encoding="utf-8")
+    path = operator_files.pause_publishing(cfg.chain.pause_file, args.on_chain)
     where = "off-chain and on-chain" if args.on_chain else "off-chain"
     print(f"hedgeflow: publishing paused {where} ({path}); `hedgeflow resume` lifts it")
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from dataflows.operator_files import lift
+
     cfg = _config(args, {})
     path, what = (Path(cfg.hedge.pause_file), "trading") if args.trading else \
         (Path(cfg.chain.pause_file), "publishing")
-    if not path.exists():
+    if not lift(path):
         print(f"hedgeflow: {what} was not paused ({path} does not exist)")
         return 0
-    path.unlink()
     print(f"hedgeflow: {what} resumes ({path} removed)")
     return 0
 
@@ -353,14 +353,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_flatten(args: argparse.Namespace) -> int:
     """Close the hedge desk's futures at its next tick and pause trading (the running
     ``hedgeflow run`` reads the flatten file, acts once and removes it)."""
+    from dataflows.operator_files import request_flatten
+
     hedge = _config(args, {}).hedge
-    path, pause = Path(hedge.flatten_file), Path(hedge.pause_file)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pause.parent.mkdir(parents=True, exist_ok=True)
-    why = args.why or "hedgeflow flatten"
     # The pause file too: trading stays paused until `resume --trading` removes it.
-    pause.write_text(f"{why}\n", encoding="utf-8")
-    path.write_text(f"{why}\n", encoding="utf-8")
+    path = request_flatten(hedge.pause_file, hedge.flatten_file, args.why or "hedgeflow flatten")
     print(f"hedgeflow: flatten requested ({path}); trading stays paused until "
           "`hedgeflow resume --trading`")
     return 0

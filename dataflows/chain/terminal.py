@@ -99,6 +99,7 @@ from web3.exceptions import TransactionNotFound
 from web3.logs import DISCARD
 
 from dataflows.logs import log_event
+from dataflows.operator_files import pauses_contract
 from models.errors import HedgeflowError
 from models.records import OraclePrice
 from storage.chain import ChainStore
@@ -559,9 +560,7 @@ class ChainPublisher:
             self.pause(f"pause file {path}")
             try:
                 with open(path, encoding="utf-8", errors="replace") as fh:
-                    # Its first line says "on-chain" for `hedgeflow pause --on-chain` ("off-chain"
-                    # otherwise): only that also pauses the Oracle contract.
-                    on_chain = fh.readline(4096).strip().lower() == "on-chain"
+                    on_chain = pauses_contract(fh.readline(4096))
             except OSError:
                 on_chain = False
             if on_chain and not self.chain_paused:

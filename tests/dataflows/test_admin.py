@@ -374,7 +374,7 @@ def test_pause_and_resume_publishing_through_the_pause_file(users_file, db, publ
     flag = publisher.settings.pause_file
     session = login(console)
     assert console.pause_publishing(session, "bad prices").outcome == "ok"
-    assert "chain" not in open(flag).read()  # off-chain only: the contract is not paused
+    assert open(flag).read() == "off-chain\n"  # as `hedgeflow pause` writes: not the contract
     publisher.on_tick(T0)
     assert publisher.paused and not publisher.chain_paused
     assert console.pause_publishing(session).outcome == "noop"
