@@ -484,7 +484,7 @@ class ChainConfig(_Section):
     Key: HEDGEFLOW_CHAIN_KEY (hex) or ``keystore_path`` + HEDGEFLOW_CHAIN_KEY_PASSWORD; the embedded
     chain makes an ephemeral one. Push when moved > ``deviation_threshold`` or ``heartbeat_s``
     passed, status ok only. While ``pause_file`` exists publishing is paused (on chain too if the
-    file's text contains "chain"): ``hedgeflow pause [--on-chain]`` / ``hedgeflow resume``."""
+    file's first line is "on-chain"): ``hedgeflow pause [--on-chain]`` / ``hedgeflow resume``."""
 
     SECTION: ClassVar[str] = "chain"
 

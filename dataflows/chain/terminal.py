@@ -64,7 +64,7 @@ what the publisher believes about the Oracle.
 ``cancelled``; transactions already sent are still followed); :meth:`ChainPublisher.pause_on_chain`
 sends ``Oracle.pause()`` (the key must be an owner; the embedded deployment makes it one).
 ``pause_file``: while that file exists the publisher is paused (and paused on chain too when the
-file's text contains ``chain``); deleting it resumes. That is the hook for ``hedgeflow pause`` /
+file's first line is ``on-chain``, see dataflows/operator_files.py); deleting it resumes. That is the hook for ``hedgeflow pause`` /
 ``resume`` from another process.
 
 **Blocking (the choice).** Everything runs synchronously in the caller (the graph's sinks on the
